@@ -1,0 +1,1 @@
+"""trlx: reinforcement learning from human feedback for causal language models."""
