@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from trlx.algorithms.ppo import entropy_from_logits, logprobs_of_labels, policy_loss, value_loss
+
+
+def test_policy_loss_not_clipped():
+    # ratio = 1.1 with advantage 1 and eps = 0.2: clip(1.1) = 1.1, both terms are -1.1, nothing is clipped.
+    # approx_kl (k3) = (1.1 - 1) - log 1.1 = 0.1 - 0.0953102 = 0.0046898
+    logprobs = torch.tensor([[math.log(1.1)]], requires_grad=True)
+    out = policy_loss(logprobs, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), cliprange=0.2)
+    torch.testing.assert_close(out.loss, torch.tensor(-1.1))
+    torch.testing.assert_close(out.approx_kl, torch.tensor(0.0046898), atol=1e-6, rtol=0)
+    assert out.clipfrac.item() == 0.0
+    out.loss.backward()
+    # d/dlogp of -A * exp(logp - old) = -A * ratio = -1.1
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-1.1]]))
+
+
+def test_policy_loss_clipping_active_and_padding_ignored():
+    # eps = 0.2, three valid tokens plus one padded token whose logprob is -inf:
+    #   ratio 1.1, A = +1: terms (-1.1, -1.1)  -> -1.1, not clipped
+    #   ratio 1.5, A = +1: terms (-1.5, -1.2)  -> -1.2, clipped (pg_loss2 > pg_loss1)
+    #   ratio 0.5, A = -1: terms ( 0.5,  0.8)  ->  0.8, clipped
+    # loss = (-1.1 - 1.2 + 0.8) / 3 = -0.5, clipfrac = 2/3
+    # approx_kl = mean(0.1 - log 1.1, 0.5 - log 1.5, -0.5 - log 0.5)
+    #           = (0.0046898 + 0.0945349 + 0.1931472) / 3 = 0.0974573
+    ratios = torch.tensor([1.1, 1.5, 0.5])
+    logprobs = torch.cat([ratios.log(), torch.tensor([float("-inf")])]).unsqueeze(0).requires_grad_(True)
+    old_logprobs = torch.zeros(1, 4)
+    advantages = torch.tensor([[1.0, 1.0, -1.0, 5.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    out = policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2)
+    torch.testing.assert_close(out.loss, torch.tensor(-0.5))
+    torch.testing.assert_close(out.clipfrac, torch.tensor(2 / 3))
+    torch.testing.assert_close(out.approx_kl, torch.tensor(0.0974573), atol=1e-6, rtol=0)
+    out.loss.backward()
+    # Clipped tokens get no gradient; the unclipped one gets -A * ratio / n = -1.1 / 3; padding gets 0, not nan.
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-1.1 / 3, 0.0, 0.0, 0.0]]))
+
+
+def test_policy_loss_pessimistic_branch_is_not_counted_as_clipped():
+    # ratio 0.5 with A = +1: terms (-0.5, -0.8) -> max is the unclipped -0.5, so clipfrac is 0 even though
+    # |ratio - 1| > eps.
+    out = policy_loss(
+        torch.tensor([[math.log(0.5)]]), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), cliprange=0.2
+    )
+    torch.testing.assert_close(out.loss, torch.tensor(-0.5))
+    assert out.clipfrac.item() == 0.0
+
+
+def test_value_loss_hand_computed():
+    # cliprange_value = 0.5, old values all 0:
+    #   v = 1.0, R = 1.0: (v-R)^2 = 0,    clip(v) = 0.5, (0.5-1)^2 = 0.25 -> 0.25, clipped branch active
+    #   v = 0.2, R = 1.0: (v-R)^2 = 0.64, clip(v) = 0.2, same 0.64      -> 0.64, not active (equal)
+    #   v = 2.0, R = 0.0: (v-R)^2 = 4,    clip(v) = 0.5, 0.25           -> 4,    not active
+    # loss = 0.5 * (0.25 + 0.64 + 4) / 3 = 0.815, clipfrac = 1/3; the padded nan is ignored.
+    values = torch.tensor([[1.0, 0.2, 2.0, float("nan")]], requires_grad=True)
+    old_values = torch.zeros(1, 4)
+    returns = torch.tensor([[1.0, 1.0, 0.0, 3.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    out = value_loss(values, old_values, returns, mask, cliprange_value=0.5)
+    torch.testing.assert_close(out.loss, torch.tensor(0.815))
+    torch.testing.assert_close(out.clipfrac, torch.tensor(1 / 3))
+    out.loss.backward()
+    # Token 0's loss comes from the clipped prediction (constant in v): zero gradient. Token 1: torch.max splits
+    # the gradient of tied terms, whose sum is (v - R) / 3 = -0.8 / 3. Token 2: (v - R) / 3 = 2 / 3.
+    torch.testing.assert_close(values.grad[0, :3], torch.tensor([0.0, -0.8 / 3, 2 / 3]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprobs_of_labels_matches_log_softmax(dtype):
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(2, 5, 11, generator=generator)).to(dtype)
+    labels = torch.randint(0, 11, (2, 5), generator=generator)
+    expected = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    got = logprobs_of_labels(logits, labels)
+    assert got.shape == (2, 5)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_logprobs_of_labels_gradient():
+    logits = torch.randn(1, 2, 4, requires_grad=True)
+    labels = torch.tensor([[1, 3]])
+    logprobs_of_labels(logits, labels).sum().backward()
+    # d log softmax(x)_y / dx = onehot(y) - softmax(x)
+    expected = torch.nn.functional.one_hot(labels, 4).float() - torch.softmax(logits.detach(), dim=-1)
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_entropy_from_logits():
+    # Uniform over V = 8 has entropy log 8; a one-hot-ish distribution has entropy near 0.
+    logits = torch.zeros(1, 3, 8)
+    logits[0, 1, 2] = 100.0
+    logits[0, 2] = torch.tensor([0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 0.0, 2.5])
+    probs = torch.softmax(logits[0, 2], dim=-1)
+    expected_row2 = -(probs * probs.log()).sum()
+    entropy = entropy_from_logits(logits)
+    assert entropy.shape == (1, 3)
+    torch.testing.assert_close(entropy[0, 0], torch.tensor(math.log(8)))
+    assert abs(entropy[0, 1].item()) < 1e-6
+    torch.testing.assert_close(entropy[0, 2], expected_row2)

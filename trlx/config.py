@@ -1,0 +1,386 @@
+"""Typed run configuration: nested dataclasses with trlX's section and field names.
+
+Every field has a default and a one-line doc (the `doc` metadata, also rendered in the README's
+config reference). Invalid values fail in `__post_init__` with a message naming the field and what is
+allowed, so a bad YAML file or CLI override stops the run before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or not allowed."""
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field carrying its one-line documentation."""
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+@dataclass
+class TrainConfig:
+    seq_length: int = doc("Maximum prompt + continuation length in tokens; longer prompts are an error.", 1024)
+    epochs: int = doc("Maximum number of rollout/update iterations (each collects `method.num_rollouts`).", 100)
+    total_steps: int = doc("Maximum number of optimizer steps; training stops at whichever limit comes first.", 10000)
+    batch_size: int = doc("Minibatch size of each PPO update, per process.", 32)
+    checkpoint_interval: int = doc("Save `checkpoint_NNNNN/` every this many optimizer steps.", 10000)
+    eval_interval: int = doc("Evaluate on `eval_prompts` every this many optimizer steps.", 100)
+    pipeline: str = doc("Prompt pipeline (trlX name); only `PromptPipeline` exists.", "PromptPipeline")
+    trainer: str = doc("Trainer (trlX name); only `AcceleratePPOTrainer` exists.", "AcceleratePPOTrainer")
+    checkpoint_dir: str = doc("Folder for checkpoints, `metrics.jsonl` and the best checkpoint.", "ckpts")
+    seed: int = doc("Seed for python, numpy and torch (each process adds its rank).", 1000)
+    tracker: str | None = doc("`tensorboard` to also write TensorBoard events, or None for JSONL only.", None)
+    logging_dir: str | None = doc("TensorBoard folder; default `<checkpoint_dir>/tensorboard`.", None)
+    save_best: bool = doc("Keep `best_checkpoint/`, the checkpoint with the highest mean eval reward.", True)
+    max_grad_norm: float | None = doc("Clip the gradient norm to this value before each step (None: off).", 1.0)
+    progress_bar: bool | None = doc("Show a progress bar; None: only on a TTY and not under CI.", None)
+
+    def __post_init__(self) -> None:
+        for name in ("seq_length", "epochs", "total_steps", "batch_size", "checkpoint_interval", "eval_interval"):
+            _require(
+                getattr(self, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(self, name)}"
+            )
+        _require(
+            self.pipeline == "PromptPipeline", "train.pipeline", f"allowed: 'PromptPipeline', got {self.pipeline!r}"
+        )
+        _require(
+            self.trainer == "AcceleratePPOTrainer",
+            "train.trainer",
+            f"allowed: 'AcceleratePPOTrainer' (ILQL/SFT trainers do not exist yet), got {self.trainer!r}",
+        )
+        _require(
+            self.tracker in (None, "tensorboard"),
+            "train.tracker",
+            f"allowed: None, 'tensorboard'; got {self.tracker!r}",
+        )
+        _require(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            "train.max_grad_norm",
+            f"must be positive or None, got {self.max_grad_norm}",
+        )
+
+
+@dataclass
+class ModelConfig:
+    model_path: str = doc("Hugging Face model name or local folder of an AutoModelForCausalLM.", "gpt2")
+    num_layers_unfrozen: int = doc("Train only the top N transformer blocks (plus head); -1 trains all.", -1)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.model_path), "model.model_path", "must name a model folder or Hub id")
+        _require(
+            self.num_layers_unfrozen == -1 or self.num_layers_unfrozen > 0,
+            "model.num_layers_unfrozen",
+            f"must be -1 (all layers) or a positive count, got {self.num_layers_unfrozen}",
+        )
+
+
+@dataclass
+class TokenizerConfig:
+    tokenizer_path: str | None = doc("Tokenizer name or folder; None uses `model.model_path`.", None)
+    padding_side: Literal["left"] = doc("Prompts are always left-padded so generation starts together.", "left")
+    truncation_side: Literal["left", "right"] = doc("Side cut when a prompt is truncated by the tokenizer.", "right")
+
+    def __post_init__(self) -> None:
+        _require(
+            self.padding_side == "left",
+            "tokenizer.padding_side",
+            "allowed: 'left' (decoder-only generation needs prompts that end in the same column)",
+        )
+        _require(
+            self.truncation_side in ("left", "right"),
+            "tokenizer.truncation_side",
+            f"allowed: 'left', 'right'; got {self.truncation_side!r}",
+        )
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("constant", "linear", "cosine_annealing")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = doc(f"Optimizer: one of {', '.join(OPTIMIZERS)}.", "adamw")
+    kwargs: dict[str, Any] = doc(
+        "Keyword arguments of the torch optimizer (lr, betas, eps, weight_decay).",
+        default_factory=lambda: {"lr": 1.0e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 1.0e-6},
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.name in OPTIMIZERS, "optimizer.name", f"allowed: {', '.join(OPTIMIZERS)}; got {self.name!r}")
+        _require(
+            float(self.kwargs.get("lr", 1.0)) > 0,
+            "optimizer.kwargs.lr",
+            f"must be positive, got {self.kwargs.get('lr')}",
+        )
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = doc(
+        "LR schedule: constant; linear (torch LinearLR kwargs); cosine_annealing (torch CosineAnnealingLR kwargs).",
+        "constant",
+    )
+    kwargs: dict[str, Any] = doc("Keyword arguments of the torch scheduler.", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name == "cosine":
+            self.name = "cosine_annealing"
+        _require(self.name in SCHEDULERS, "scheduler.name", f"allowed: {', '.join(SCHEDULERS)}; got {self.name!r}")
+
+
+SCALE_REWARD = (None, "ignored", "running", "ref")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+@dataclass
+class PPOConfig:
+    name: str = doc("Method name (trlX compatibility); only `PPOConfig`.", "PPOConfig")
+    num_rollouts: int = doc("Samples collected per rollout phase (per process) before the PPO updates.", 128)
+    chunk_size: int = doc("Prompts generated per `generate` call during rollout.", 128)
+    ppo_epochs: int = doc("Passes over each rollout's minibatches.", 4)
+    init_kl_coef: float = doc("Initial coefficient of the per-token KL penalty (beta).", 0.05)
+    target: float | None = doc("Adaptive KL target per sequence (Ziegler et al. 2019); None: fixed coefficient.", None)
+    horizon: int = doc("Adaptive KL controller horizon in samples.", 10000)
+    kl_estimator: str = doc("Per-token KL estimator in the penalty: k1 (log-ratio), k2, k3 (Schulman 2020).", "k1")
+    gamma: float = doc("Discount factor of GAE.", 1.0)
+    lam: float = doc("Lambda of GAE.", 0.95)
+    cliprange: float = doc("PPO ratio clip epsilon.", 0.2)
+    cliprange_value: float = doc("Value clip around the rollout's value estimate.", 0.2)
+    vf_coef: float = doc("Weight of the value loss.", 1.0)
+    scale_reward: str | None = doc(
+        "Score scaling: ignored/None, running (by running std), ref (by ref_std).", "ignored"
+    )
+    ref_mean: float | None = doc("Subtracted from scores before scaling (None: nothing).", None)
+    ref_std: float | None = doc("Divides scores when scale_reward=ref.", None)
+    cliprange_reward: float | None = doc("Clip scores to +-this value after scaling (None: no clip).", 10.0)
+    whiten_advantages: bool = doc("Whiten advantages over the rollout (masked, global across processes).", True)
+    gen_kwargs: dict[str, Any] = doc(
+        "Sampling arguments of `generate` (max_new_tokens, temperature, top_k, top_p, do_sample).",
+        default_factory=lambda: {"max_new_tokens": 40, "top_k": 0, "top_p": 1.0, "do_sample": True},
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.name == "PPOConfig", "method.name", f"allowed: 'PPOConfig'; got {self.name!r}")
+        for name in ("num_rollouts", "chunk_size", "ppo_epochs", "horizon"):
+            _require(
+                getattr(self, name) > 0, f"method.{name}", f"must be a positive integer, got {getattr(self, name)}"
+            )
+        _require(
+            self.scale_reward in SCALE_REWARD,
+            "method.scale_reward",
+            f"allowed: ignored, running, ref, None; got {self.scale_reward!r}",
+        )
+        _require(
+            self.scale_reward != "ref" or self.ref_std is not None, "method.ref_std", "required when scale_reward=ref"
+        )
+        _require(
+            self.kl_estimator in KL_ESTIMATORS,
+            "method.kl_estimator",
+            f"allowed: {', '.join(KL_ESTIMATORS)}; got {self.kl_estimator!r}",
+        )
+        _require(
+            self.target is None or self.target > 0, "method.target", f"must be positive or None, got {self.target}"
+        )
+        _require(self.init_kl_coef >= 0, "method.init_kl_coef", f"must be >= 0, got {self.init_kl_coef}")
+        _require(0 <= self.gamma <= 1, "method.gamma", f"must be in [0, 1], got {self.gamma}")
+        _require(0 <= self.lam <= 1, "method.lam", f"must be in [0, 1], got {self.lam}")
+        _require(self.cliprange > 0, "method.cliprange", f"must be positive, got {self.cliprange}")
+        _require(self.cliprange_value > 0, "method.cliprange_value", f"must be positive, got {self.cliprange_value}")
+        _require(
+            self.cliprange_reward is None or self.cliprange_reward > 0,
+            "method.cliprange_reward",
+            f"must be positive or None, got {self.cliprange_reward}",
+        )
+        max_new = self.gen_kwargs.get("max_new_tokens")
+        _require(
+            isinstance(max_new, int) and max_new > 0,
+            "method.gen_kwargs.max_new_tokens",
+            f"must be a positive integer, got {max_new!r}",
+        )
+        temperature = self.gen_kwargs.get("temperature", 1.0)
+        _require(
+            isinstance(temperature, (int, float)) and temperature > 0,
+            "method.gen_kwargs.temperature",
+            f"must be a positive number, got {temperature!r}",
+        )
+
+
+SECTIONS = {
+    "train": TrainConfig,
+    "model": ModelConfig,
+    "tokenizer": TokenizerConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "method": PPOConfig,
+}
+
+
+@dataclass
+class TRLConfig:
+    """The whole run: one dataclass per section, as in trlX."""
+
+    method: PPOConfig = doc("PPO hyperparameters and generation settings.", default_factory=PPOConfig)
+    model: ModelConfig = doc("The policy model.", default_factory=ModelConfig)
+    optimizer: OptimizerConfig = doc("The optimizer.", default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = doc("The learning-rate schedule.", default_factory=SchedulerConfig)
+    tokenizer: TokenizerConfig = doc("The tokenizer.", default_factory=TokenizerConfig)
+    train: TrainConfig = doc("Loop lengths, intervals, outputs.", default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.method.num_rollouts % self.train.batch_size == 0,
+            "train.batch_size",
+            f"({self.train.batch_size}) must divide method.num_rollouts ({self.method.num_rollouts}) so every PPO "
+            "minibatch has the same size",
+        )
+        max_new = self.method.gen_kwargs["max_new_tokens"]
+        _require(
+            max_new < self.train.seq_length,
+            "method.gen_kwargs.max_new_tokens",
+            f"({max_new}) must be smaller than train.seq_length ({self.train.seq_length}) to leave room for the prompt",
+        )
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TRLConfig:
+        """Build from nested dicts (YAML layout); unknown sections or fields raise `ConfigError`."""
+        if not isinstance(config, dict):
+            raise ConfigError(f"config must be a mapping of sections, got {type(config).__name__}")
+        unknown = set(config) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+        sections = {name: _build_section(name, SECTIONS[name], config.get(name) or {}) for name in SECTIONS}
+        return cls(**sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load_yaml(cls, path: str | Path) -> TRLConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with path.open() as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def evolve(self, **overrides: Any) -> TRLConfig:
+        """A copy with overrides: `evolve(train={"seed": 3})` or `evolve(**{"train.seed": 3})`."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if "." in key:
+                _set_dotted(data, key, value)
+            elif isinstance(value, dict) and key in SECTIONS:
+                for name, v in value.items():
+                    _set_dotted(data, f"{key}.{name}", v)
+            else:
+                raise ConfigError(
+                    f"override {key!r}: use a section dict or 'section.field'; sections: {list(SECTIONS)}"
+                )
+        return TRLConfig.from_dict(data)
+
+    def with_overrides(self, assignments: list[str]) -> TRLConfig:
+        """Apply CLI-style `section.field=value` strings; values are parsed as YAML (`3`, `true`, `[1, 2]`)."""
+        overrides: dict[str, Any] = {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or "." not in key:
+                raise ConfigError(f"override {item!r} must look like section.field=value (e.g. train.seed=3)")
+            overrides[key.strip()] = yaml.safe_load(raw)
+        return self.evolve(**overrides)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    section, _, rest = key.partition(".")
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r} in {key!r}; allowed: {', '.join(SECTIONS)}")
+    target = data[section]
+    parts = rest.split(".")
+    names = {f.name for f in dataclasses.fields(SECTIONS[section])}
+    if parts[0] not in names:
+        raise ConfigError(f"unknown field {key!r}; fields of {section}: {', '.join(sorted(names))}")
+    for part in parts[:-1]:  # dict-valued fields such as method.gen_kwargs.top_k
+        if not isinstance(target.get(part), dict):
+            raise ConfigError(f"{key!r}: {part!r} is not a mapping")
+        target = target[part]
+    target[parts[-1]] = value
+
+
+def _build_section(section: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"section {section!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {sorted(unknown)} in section {section!r}; allowed: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(f"{section}.{name}", hints[name], value) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Check a YAML/CLI value against a field's type hint, converting only lossless cases (int -> float)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(name, option, value)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{name}: {value!r} matches none of {hint}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        _require(value in allowed, name, f"allowed: {', '.join(map(repr, allowed))}; got {value!r}")
+        return value
+    if origin is dict or hint is dict:
+        _require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool), name, f"must be a number, got {value!r}"
+        )
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, str), name, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def config_reference_markdown() -> str:
+    """The README's config reference table, generated from the field docs so it cannot drift."""
+    lines = ["| field | default | meaning |", "| --- | --- | --- |"]
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"| `{section}.{f.name}` | `{default!r}` | {f.metadata.get('doc', '')} |")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""`trlx.train`: one call from a model path, a reward function and prompts to a trained policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from accelerate import Accelerator
+
+from trlx.config import TRLConfig
+from trlx.data.default_configs import default_ppo_config
+from trlx.data.prompts import PromptPipeline, to_prompts
+from trlx.distributed import seed_everything
+from trlx.models.policy import (
+    PolicyWithValueHead,
+    check_model_path,
+    freeze_bottom_layers,
+    load_causal_lm,
+    load_tokenizer,
+    make_reference,
+)
+from trlx.trainers.ppo import PPOTrainer
+
+
+def train(
+    model_path: str | None = None,
+    reward_fn: Callable[..., Any] | None = None,
+    dataset: Any = None,
+    samples: Sequence[str] | None = None,
+    rewards: Sequence[float] | None = None,
+    prompts: Sequence[str | dict[str, Any]] | None = None,
+    eval_prompts: Sequence[str | dict[str, Any]] | None = None,
+    metric_fn: Callable[..., dict[str, Any]] | None = None,
+    config: TRLConfig | None = None,
+    stop_sequences: Sequence[str] | None = None,
+) -> PPOTrainer:
+    """Fine-tune a causal LM with PPO against `reward_fn` and return the trainer.
+
+    reward_fn(samples, prompts, outputs, tokenizer=..., **metadata) returns one float per sample or one list of
+    per-token floats per sample. `prompts` are strings or dicts with a `prompt` key (other keys are passed
+    to reward_fn / metric_fn as lists). Checkpoints and metrics.jsonl go to `config.train.checkpoint_dir`.
+    """
+    if dataset is not None or samples is not None or rewards is not None:
+        raise NotImplementedError(
+            "offline RL (samples= + rewards=, or dataset=) and supervised fine-tuning (samples= alone) are not "
+            "implemented yet; this version trains online with PPO: pass reward_fn= and prompts="
+        )
+    if reward_fn is None:
+        raise ValueError("reward_fn is required: a callable (samples, prompts, outputs, **kwargs) -> list[float]")
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
+    config = config or default_ppo_config()
+    if model_path is not None:
+        config = config.evolve(model={"model_path": str(model_path)})
+    if stop_sequences is not None and isinstance(stop_sequences, str):
+        raise TypeError("stop_sequences must be a list of strings, not a single string")
+    check_model_path(config.model.model_path)
+
+    accelerator = Accelerator()
+    seed_everything(config.train.seed + accelerator.process_index)
+
+    # Cheap checks first: tokenizer and prompts fail before the model is loaded.
+    tokenizer = load_tokenizer(
+        config.tokenizer.tokenizer_path or config.model.model_path, config.tokenizer.truncation_side
+    )
+    max_prompt_length = config.train.seq_length - config.method.gen_kwargs["max_new_tokens"]
+    if prompts is None:
+        prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size
+    train_prompts = PromptPipeline(to_prompts(prompts, "prompts"), tokenizer, max_prompt_length)
+    eval_pipeline = None
+    if eval_prompts is None:
+        eval_prompts = list(prompts)[: config.train.batch_size]
+    eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length)
+
+    lm = load_causal_lm(config.model.model_path)
+    reference = make_reference(lm)
+    freeze_bottom_layers(lm, config.model.num_layers_unfrozen)
+    trainer = PPOTrainer(
+        config=config,
+        policy=PolicyWithValueHead(lm),
+        reference=reference,
+        tokenizer=tokenizer,
+        reward_fn=reward_fn,
+        train_prompts=train_prompts,
+        eval_prompts=eval_pipeline,
+        metric_fn=metric_fn,
+        stop_sequences=stop_sequences or (),
+        accelerator=accelerator,
+    )
+    trainer.learn()
+    return trainer

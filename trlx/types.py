@@ -1,0 +1,84 @@
+"""Typed batches that flow through the PPO loop, with their shapes.
+
+B is the batch size, P the (left-padded) prompt length and R the (right-padded) response length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PromptBatch:
+    """Prompts ready for `generate`.
+
+    input_ids: (B, P) long, left-padded so every prompt ends in the last column and generation starts together.
+    attention_mask: (B, P) long, 0 on padding.
+    prompts: the B prompt strings.
+    metadata: B dicts of extra prompt fields (passed to reward_fn as keyword lists).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    prompts: list[str]
+    metadata: list[dict[str, Any]]
+
+
+@dataclass
+class Generation:
+    """What the policy wrote for a PromptBatch, truncated at EOS / stop sequences.
+
+    response_ids: (B, R) long, right-padded with the pad token.
+    response_mask: (B, R) long, 1 on kept response tokens (a prefix of each row).
+    outputs: the B decoded continuations (stop sequence removed).
+    """
+
+    prompt: PromptBatch
+    response_ids: Tensor
+    response_mask: Tensor
+    outputs: list[str]
+
+    @property
+    def samples(self) -> list[str]:
+        return [p + o for p, o in zip(self.prompt.prompts, self.outputs)]
+
+
+@dataclass
+class RolloutBatch:
+    """One rollout, scored and ready for PPO updates. All tensors share the first dimension B.
+
+    query_ids, query_mask: (B, P) left-padded prompt tokens and mask.
+    response_ids, response_mask: (B, R) right-padded response tokens and mask (float 1/0).
+    logprobs: (B, R) log pi_old(a_t | s_t) at the sampling temperature.
+    ref_logprobs: (B, R) the frozen reference's log-probs of the same tokens.
+    values: (B, R) value-head estimates V(s_t) from the rollout policy.
+    rewards: (B, R) per-token rewards: -kl_coef * KL plus the score on the last token (or dense scores).
+    advantages, returns: (B, R) from GAE; advantages whitened over the rollout when configured.
+    scores: (B,) the reward function's scalar per sample (sum of per-token scores for dense rewards), scaled.
+    """
+
+    query_ids: Tensor
+    query_mask: Tensor
+    response_ids: Tensor
+    response_mask: Tensor
+    logprobs: Tensor
+    ref_logprobs: Tensor
+    values: Tensor
+    rewards: Tensor
+    advantages: Tensor
+    returns: Tensor
+    scores: Tensor
+
+    def __len__(self) -> int:
+        return self.query_ids.shape[0]
+
+    def select(self, index: Tensor) -> RolloutBatch:
+        """The rows at `index` (a (M,) long tensor), e.g. one minibatch."""
+        return RolloutBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return RolloutBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
