@@ -33,6 +33,10 @@ def _require(ok: bool, name: str, message: str) -> None:
         raise ConfigError(f"{name}: {message}")
 
 
+MIXED_PRECISION = (None, "no", "bf16", "fp16")
+REFERENCES = (None, "copy", "hydra", "lora")
+
+
 @dataclass
 class TrainConfig:
     seq_length: int = doc("Maximum prompt + continuation length in tokens; longer prompts are an error.", 1024)
@@ -50,6 +54,29 @@ class TrainConfig:
     save_best: bool = doc("Keep `best_checkpoint/`, the checkpoint with the highest mean eval reward.", True)
     max_grad_norm: float | None = doc("Clip the gradient norm to this value before each step (None: off).", 1.0)
     progress_bar: bool | None = doc("Show a progress bar; None: only on a TTY and not under CI.", None)
+    resume_from_checkpoint: str | None = doc(
+        "Continue exactly from this checkpoint folder, or `latest` (newest in checkpoint_dir); None: start fresh.",
+        None,
+    )
+    save_total_limit: int | None = doc(
+        "Keep only the newest N `checkpoint_*` folders (plus `best_checkpoint/`); None keeps all.", None
+    )
+    max_consecutive_faults: int = doc(
+        "Stop after this many rollouts/updates in a row skipped for NaN/inf rewards, log-probs, losses or grads.", 3
+    )
+    reward_timeout_s: float | None = doc("Fail when one reward_fn call takes longer (seconds); None: no limit.", None)
+    mixed_precision: str | None = doc(
+        "Autocast/engine precision: no, bf16, fp16 (fp16 needs a GPU); None: as `accelerate launch` sets it, else no.",
+        None,
+    )
+    gradient_checkpointing: bool = doc(
+        "Recompute block activations in the backward pass instead of storing them (less memory, ~30% slower).", False
+    )
+    gradient_accumulation_steps: int = doc(
+        "Split each `batch_size` minibatch into this many micro-batches and accumulate their gradients (same update, "
+        "less activation memory).",
+        1,
+    )
 
     def __post_init__(self) -> None:
         for name in ("seq_length", "epochs", "total_steps", "batch_size", "checkpoint_interval", "eval_interval"):
@@ -74,12 +101,53 @@ class TrainConfig:
             "train.max_grad_norm",
             f"must be positive or None, got {self.max_grad_norm}",
         )
+        _require(
+            self.resume_from_checkpoint is None or bool(self.resume_from_checkpoint.strip()),
+            "train.resume_from_checkpoint",
+            "must be a checkpoint folder, `latest`, or None; got an empty string",
+        )
+        _require(
+            self.save_total_limit is None or self.save_total_limit >= 1,
+            "train.save_total_limit",
+            f"must be at least 1 (resume needs the latest checkpoint) or None to keep all, got {self.save_total_limit}",
+        )
+        _require(
+            self.max_consecutive_faults >= 1,
+            "train.max_consecutive_faults",
+            f"must be a positive integer, got {self.max_consecutive_faults}",
+        )
+        _require(
+            self.reward_timeout_s is None or self.reward_timeout_s > 0,
+            "train.reward_timeout_s",
+            f"must be positive (seconds) or None for no limit, got {self.reward_timeout_s}",
+        )
+        _require(
+            self.mixed_precision in MIXED_PRECISION,
+            "train.mixed_precision",
+            f"allowed: no, bf16, fp16, None; got {self.mixed_precision!r}",
+        )
+        _require(
+            self.gradient_accumulation_steps >= 1 and self.batch_size % self.gradient_accumulation_steps == 0,
+            "train.gradient_accumulation_steps",
+            f"({self.gradient_accumulation_steps}) must be a positive divisor of train.batch_size ({self.batch_size})",
+        )
 
 
 @dataclass
 class ModelConfig:
     model_path: str = doc("Hugging Face model name or local folder of an AutoModelForCausalLM.", "gpt2")
     num_layers_unfrozen: int = doc("Train only the top N transformer blocks (plus head); -1 trains all.", -1)
+    reference: str | None = doc(
+        "KL reference model: copy (frozen full copy), hydra (shares the frozen bottom layers, copies only the top "
+        "num_layers_unfrozen blocks and head), lora (the policy with its adapters disabled); None: lora when "
+        "peft_config is set, else copy.",
+        None,
+    )
+    peft_config: dict[str, Any] | None = doc(
+        "Train LoRA adapters instead of the weights: peft.LoraConfig keyword arguments (r, lora_alpha, "
+        "target_modules, ...); None: no adapters.",
+        None,
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.model_path), "model.model_path", "must name a model folder or Hub id")
@@ -88,6 +156,40 @@ class ModelConfig:
             "model.num_layers_unfrozen",
             f"must be -1 (all layers) or a positive count, got {self.num_layers_unfrozen}",
         )
+        _require(
+            self.reference in REFERENCES, "model.reference", f"allowed: copy, hydra, lora, None; got {self.reference!r}"
+        )
+        _require(
+            self.reference != "hydra" or self.num_layers_unfrozen > 0,
+            "model.num_layers_unfrozen",
+            "must be a positive layer count with reference=hydra (the layers below the top N are the shared trunk)",
+        )
+        _require(
+            self.reference != "lora" or bool(self.peft_config),
+            "model.peft_config",
+            "required with reference=lora (e.g. {r: 8, lora_alpha: 16, target_modules: [q_proj, v_proj]})",
+        )
+        _require(
+            not self.peft_config or self.reference in (None, "lora"),
+            "model.reference",
+            f"must be lora (or None) when peft_config is set: the adapters-off model is the reference, got "
+            f"{self.reference!r}",
+        )
+        _require(
+            not self.peft_config or self.num_layers_unfrozen == -1,
+            "model.num_layers_unfrozen",
+            "must be -1 with peft_config: only the adapters train (limit them with peft_config.layers_to_transform)",
+        )
+        _require(
+            not self.peft_config or self.peft_config.get("peft_type", "LORA") == "LORA",
+            "model.peft_config.peft_type",
+            f"allowed: LORA; got {(self.peft_config or {}).get('peft_type')!r}",
+        )
+
+    @property
+    def reference_kind(self) -> str:
+        """`reference` with None resolved: lora when adapters are trained, else a full copy."""
+        return self.reference or ("lora" if self.peft_config else "copy")
 
 
 @dataclass
@@ -170,6 +272,9 @@ class PPOConfig:
     ref_std: float | None = doc("Divides scores when scale_reward=ref.", None)
     cliprange_reward: float | None = doc("Clip scores to +-this value after scaling (None: no clip).", 10.0)
     whiten_advantages: bool = doc("Whiten advantages over the rollout (masked, global across processes).", True)
+    kl_max: float | None = doc(
+        "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
+    )
     gen_kwargs: dict[str, Any] = doc(
         "Sampling arguments of `generate` (max_new_tokens, temperature, top_k, top_p, do_sample).",
         default_factory=lambda: {"max_new_tokens": 40, "top_k": 0, "top_p": 1.0, "do_sample": True},
@@ -203,6 +308,9 @@ class PPOConfig:
         _require(self.cliprange > 0, "method.cliprange", f"must be positive, got {self.cliprange}")
         _require(self.cliprange_value > 0, "method.cliprange_value", f"must be positive, got {self.cliprange_value}")
         _require(
+            self.kl_max is None or self.kl_max > 0, "method.kl_max", f"must be positive or None, got {self.kl_max}"
+        )
+        _require(
             self.cliprange_reward is None or self.cliprange_reward > 0,
             "method.cliprange_reward",
             f"must be positive or None, got {self.cliprange_reward}",
@@ -213,6 +321,12 @@ class PPOConfig:
             "method.gen_kwargs.max_new_tokens",
             f"must be a positive integer, got {max_new!r}",
         )
+        copies = self.gen_kwargs.get("num_return_sequences", 1)
+        _require(
+            copies == 1,
+            "method.gen_kwargs.num_return_sequences",
+            f"must be 1: each prompt is sampled once per rollout (repeat a prompt to sample it more), got {copies!r}",
+        )
         temperature = self.gen_kwargs.get("temperature", 1.0)
         _require(
             isinstance(temperature, (int, float)) and temperature > 0,
@@ -221,7 +335,29 @@ class PPOConfig:
         )
 
 
+@dataclass
+class TaskConfig:
+    """What to train on, by name, so a YAML file alone describes a run (`trlx train CONFIG.yml`).
+
+    `trlx.train` arguments take precedence: these are used only where the call passes None.
+    """
+
+    reward_fn: str | None = doc("Reward function as `module:function` or `path/to/file.py:function`.", None)
+    metric_fn: str | None = doc("Optional eval metric function, named like reward_fn.", None)
+    prompts: str | None = doc("Prompt source: a .txt (one per line), .jsonl or .csv file, or `module:attr`.", None)
+    eval_prompts: str | None = doc("Eval prompt source, like prompts (None: the first batch of prompts).", None)
+    stop_sequences: list[str] = doc("Strings that end a continuation (cut from the output text).", default_factory=list)
+
+    def __post_init__(self) -> None:
+        _require(
+            all(isinstance(s, str) and s for s in self.stop_sequences),
+            "task.stop_sequences",
+            f"must be a list of non-empty strings, got {self.stop_sequences!r}",
+        )
+
+
 SECTIONS = {
+    "task": TaskConfig,
     "train": TrainConfig,
     "model": ModelConfig,
     "tokenizer": TokenizerConfig,
@@ -241,6 +377,7 @@ class TRLConfig:
     scheduler: SchedulerConfig = doc("The learning-rate schedule.", default_factory=SchedulerConfig)
     tokenizer: TokenizerConfig = doc("The tokenizer.", default_factory=TokenizerConfig)
     train: TrainConfig = doc("Loop lengths, intervals, outputs.", default_factory=TrainConfig)
+    task: TaskConfig = doc("Reward function and prompt sources by name (used by the CLI).", default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
         _require(
@@ -356,6 +493,9 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         allowed = typing.get_args(hint)
         _require(value in allowed, name, f"allowed: {', '.join(map(repr, allowed))}; got {value!r}")
         return value
+    if origin is list or hint is list:
+        _require(isinstance(value, list), name, f"must be a list, got {value!r}")
+        return list(value)
     if origin is dict or hint is dict:
         _require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
         return dict(value)

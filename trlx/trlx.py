@@ -19,6 +19,7 @@ from trlx.models.policy import (
     load_tokenizer,
     make_reference,
 )
+from trlx.task import load_function, load_prompts
 from trlx.trainers.ppo import PPOTrainer
 
 
@@ -39,17 +40,58 @@ def train(
     reward_fn(samples, prompts, outputs, tokenizer=..., **metadata) returns one float per sample or one list of
     per-token floats per sample. `prompts` are strings or dicts with a `prompt` key (other keys are passed
     to reward_fn / metric_fn as lists). Checkpoints and metrics.jsonl go to `config.train.checkpoint_dir`.
+    Arguments left as None fall back to the config's `task` section (functions and prompt files by name).
     """
+    trainer = make_trainer(
+        model_path=model_path,
+        reward_fn=reward_fn,
+        dataset=dataset,
+        samples=samples,
+        rewards=rewards,
+        prompts=prompts,
+        eval_prompts=eval_prompts,
+        metric_fn=metric_fn,
+        config=config,
+        stop_sequences=stop_sequences,
+    )
+    trainer.learn()
+    return trainer
+
+
+def make_trainer(
+    model_path: str | None = None,
+    reward_fn: Callable[..., Any] | None = None,
+    dataset: Any = None,
+    samples: Sequence[str] | None = None,
+    rewards: Sequence[float] | None = None,
+    prompts: Sequence[str | dict[str, Any]] | None = None,
+    eval_prompts: Sequence[str | dict[str, Any]] | None = None,
+    metric_fn: Callable[..., dict[str, Any]] | None = None,
+    config: TRLConfig | None = None,
+    stop_sequences: Sequence[str] | None = None,
+) -> PPOTrainer:
+    """Everything `train` does except `learn()`: validated inputs, loaded models, a ready PPOTrainer."""
     if dataset is not None or samples is not None or rewards is not None:
         raise NotImplementedError(
             "offline RL (samples= + rewards=, or dataset=) and supervised fine-tuning (samples= alone) are not "
             "implemented yet; this version trains online with PPO: pass reward_fn= and prompts="
         )
+    config = config or default_ppo_config()
+    task = config.task
+    if reward_fn is None and task.reward_fn:
+        reward_fn = load_function(task.reward_fn, "task.reward_fn")
+    if metric_fn is None and task.metric_fn:
+        metric_fn = load_function(task.metric_fn, "task.metric_fn")
+    if prompts is None and task.prompts:
+        prompts = load_prompts(task.prompts, "task.prompts")
+    if eval_prompts is None and task.eval_prompts:
+        eval_prompts = load_prompts(task.eval_prompts, "task.eval_prompts")
+    if stop_sequences is None and task.stop_sequences:
+        stop_sequences = task.stop_sequences
     if reward_fn is None:
         raise ValueError("reward_fn is required: a callable (samples, prompts, outputs, **kwargs) -> list[float]")
     if not callable(reward_fn):
         raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
-    config = config or default_ppo_config()
     if model_path is not None:
         config = config.evolve(model={"model_path": str(model_path)})
     if stop_sequences is not None and isinstance(stop_sequences, str):
@@ -87,5 +129,4 @@ def train(
         stop_sequences=stop_sequences or (),
         accelerator=accelerator,
     )
-    trainer.learn()
     return trainer

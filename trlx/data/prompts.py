@@ -63,11 +63,17 @@ class PromptPipeline:
         return len(self.prompts)
 
     def batch(self, indices: Sequence[int]) -> PromptBatch:
-        """Left-pad the selected prompts into one PromptBatch."""
-        padded = self.tokenizer.pad({"input_ids": [self.token_ids[i] for i in indices]}, return_tensors="pt")
+        """Left-pad the selected prompts into one PromptBatch (whatever the tokenizer's own padding side)."""
+        rows = [self.token_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
         return PromptBatch(
-            input_ids=padded["input_ids"],
-            attention_mask=padded["attention_mask"],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             prompts=[self.prompts[i].text for i in indices],
             metadata=[self.prompts[i].metadata for i in indices],
         )

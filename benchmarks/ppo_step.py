@@ -1,0 +1,201 @@
+"""Per-phase cost of one PPO iteration: generate, policy/reference scoring, reward, update.
+
+    python benchmarks/ppo_step.py                 # tiny random GPT-2 and the real 135M SmolLM2 (offline)
+    python benchmarks/ppo_step.py --models tiny   # only the tiny model
+    python benchmarks/ppo_step.py --out results.json
+
+Prints a table and writes JSON (default benchmarks/results/ppo_step.json). Times are medians over
+--repeats iterations after one warm-up; memory is the process's peak RSS (and peak CUDA memory on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from trlx.data.default_configs import default_ppo_config  # noqa: E402
+from trlx.rewards.scoring import compute_scores  # noqa: E402
+from trlx.rollout.scoring import reference_forward, score_response  # noqa: E402
+from trlx.trlx import make_trainer  # noqa: E402
+
+PROMPTS = [
+    "The movie was",
+    "I went to see this film because",
+    "The acting in this one",
+    "Honestly, the plot",
+    "My favourite scene is when",
+    "The director clearly",
+    "After the first hour",
+    "This is the kind of film that",
+]
+
+
+def tiny_model(folder: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import build_word_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_word_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def length_reward(samples, prompts, outputs, **kwargs):
+    return [len(o.split()) / 10 for o in outputs]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def timed(fn, *args):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int, workdir: Path) -> dict:
+    config = default_ppo_config().evolve(
+        **{
+            "model.model_path": str(model_path),
+            "model.num_layers_unfrozen": -1,
+            "tokenizer.tokenizer_path": None,
+            "train.batch_size": batch,
+            "train.seq_length": 128,
+            "train.checkpoint_dir": str(workdir / name),
+            "train.progress_bar": False,
+            "method.num_rollouts": batch,
+            "method.chunk_size": batch,
+            "method.gen_kwargs": {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": True},
+            "scheduler.name": "constant",
+            "scheduler.kwargs": {},
+        }
+    )
+    trainer = make_trainer(reward_fn=length_reward, prompts=PROMPTS * (batch // len(PROMPTS) + 1), config=config)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    phases: dict[str, list[float]] = {
+        k: [] for k in ("generate", "policy_score", "reference_score", "reward", "update")
+    }
+    for i in range(repeats + 1):
+        prompt_batch = trainer.train_prompts.batch(trainer.sampler.take(batch))
+        generation, t_gen = timed(trainer.generate, prompt_batch)
+        _, t_reward = timed(compute_scores, trainer.reward_fn, generation, trainer.tokenizer)
+        dev = trainer.accelerator.device
+        args = (
+            generation.prompt.input_ids.to(dev),
+            generation.prompt.attention_mask.to(dev),
+            generation.response_ids.to(dev),
+            generation.response_mask.to(dev),
+        )
+        policy = trainer.accelerator.unwrap_model(trainer.policy)
+        with torch.no_grad():
+            _, t_pol = timed(score_response, policy, *args)
+            _, t_ref = timed(score_response, reference_forward(trainer.reference), *args)
+        rollout = trainer.score(generation)
+        rollout.advantages = torch.randn_like(rollout.logprobs) * rollout.response_mask
+        rollout.returns = rollout.values + rollout.advantages
+        _, t_upd = timed(trainer.update, rollout)
+        if i > 0:  # the first iteration warms up allocators and kernels
+            for key, value in zip(phases, (t_gen, t_pol, t_ref, t_reward, t_upd)):
+                phases[key].append(value)
+    med = {k: statistics.median(v) for k, v in phases.items()}
+    tokens = batch * new_tokens
+    params = sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.policy).parameters())
+    result = {
+        "model": name,
+        "params_m": params / 1e6,
+        "batch": batch,
+        "new_tokens": new_tokens,
+        **{f"{k}_s": v for k, v in med.items()},
+        "iteration_s": sum(med.values()),
+        "generate_tokens_per_s": tokens / med["generate"],
+        "update_tokens_per_s": tokens / med["update"],
+        "peak_rss_mib": peak_rss_mib(),
+        "reference_trainable_params": sum(p.numel() for p in trainer.reference.parameters() if p.requires_grad),
+    }
+    if torch.cuda.is_available():
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="tiny,smollm2-135m", help="comma list of tiny, smollm2-135m")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ppo_step.json"))
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in args.models.split(","):
+            if name == "tiny":
+                path = tiny_model(workdir / "tiny-gpt2")
+            elif name == "smollm2-135m":
+                from trlx.models.gguf import smollm2_135m
+
+                path = smollm2_135m()
+            else:
+                raise SystemExit(f"unknown model {name!r}; choose from tiny, smollm2-135m")
+            results.append(bench(name, path, args.batch, args.new_tokens, args.repeats, workdir))
+    header = [
+        "model",
+        "params_m",
+        "generate_s",
+        "policy_score_s",
+        "reference_score_s",
+        "reward_s",
+        "update_s",
+        "iteration_s",
+        "generate_tokens_per_s",
+        "update_tokens_per_s",
+        "peak_rss_mib",
+    ]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in results:
+        print("| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    out.write_text(json.dumps({"machine": machine, "batch": args.batch, "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""End to end: a tiny random GPT-2 learns an easy reward through `trlx.train` and through the CLI."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_PROMPTS, good_word_reward, tiny_ppo_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import trlx
+from trlx.logging import read_metrics
+from trlx.models.policy import load_causal_lm
+
+REQUIRED_KEYS = {
+    "step",
+    "reward/mean",
+    "reward/std",
+    "kl/mean",
+    "kl/coef",
+    "policy/loss",
+    "policy/approx_kl",
+    "policy/clipfrac",
+    "value/loss",
+    "value/explained_variance",
+    "time/rollout_s",
+    "time/optimize_s",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    """One 128-step run shared by the assertions below (about 10 s on 2 cores)."""
+    tmp = tmp_path_factory.mktemp("train")
+    model_path = request.getfixturevalue("tiny_gpt2_module_path")
+    config = tiny_ppo_config(tmp / "run", **{"train.total_steps": 128, "train.eval_interval": 64})
+    trainer = trlx.train(str(model_path), reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
+    return model_path, tmp / "run", trainer
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_module_path(tmp_path_factory):
+    from conftest import build_word_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_word_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny-gpt2"
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_rises(trained):
+    _, run_dir, _ = trained
+    rewards = [r["reward/mean"] for r in read_metrics(run_dir / "metrics.jsonl") if "reward/mean" in r]
+    first, last = rewards[0], rewards[-1]
+    # One rollout is 16 consecutive rows; the policy starts near 1/64 "good" words.
+    assert last > first + 0.1, f"reward did not rise: first {first:.3f}, last {last:.3f}"
+    evals = [r["eval/reward_mean"] for r in read_metrics(run_dir / "metrics.jsonl") if "eval/reward_mean" in r]
+    assert len(evals) == 3 and evals[-1] > evals[0]
+
+
+def test_metrics_rows_have_namespaced_keys(trained):
+    _, run_dir, _ = trained
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward/mean" in r]
+    assert [r["step"] for r in rows] == list(range(1, 129))
+    for row in rows:
+        assert REQUIRED_KEYS <= row.keys()
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {0, 64, 128} and {"prompt", "output", "reward"} <= samples[0].keys()
+
+
+def test_policy_changed_reference_did_not(trained):
+    model_path, _, trainer = trained
+    initial = load_causal_lm(str(model_path)).state_dict()
+    policy = trainer.accelerator.unwrap_model(trainer.policy).lm.state_dict()
+    reference = trainer.reference.state_dict()
+    changed = [k for k in initial if not torch.equal(initial[k], policy[k])]
+    assert len(changed) > len(initial) // 2
+    for key, value in initial.items():
+        assert torch.equal(value, reference[key]), f"reference parameter {key} changed"
+    assert all(not p.requires_grad for p in trainer.reference.parameters())
+    assert not any(id(p) in trainer.optimizer.state for p in trainer.reference.parameters())
+
+
+def test_checkpoints_load_with_transformers(trained):
+    _, run_dir, trainer = trained
+    final = run_dir / "checkpoint_00128"
+    assert (final / "model.safetensors").is_file() and (final / "value_head.safetensors").is_file()
+    assert (run_dir / "best_checkpoint" / "config.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    trained_state = trainer.accelerator.unwrap_model(trainer.policy).lm.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained_state[key])
+    ids = tokenizer("the movie was", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 4
+
+
+def test_cli_train(tiny_gpt2_path: Path, tmp_path: Path):
+    (tmp_path / "task_reward.py").write_text(
+        textwrap.dedent(
+            """
+            def reward(samples, prompts, outputs, **kwargs):
+                return [o.split().count("good") / 8 for o in outputs]
+            """
+        )
+    )
+    (tmp_path / "prompts.txt").write_text("\n".join(TINY_PROMPTS) + "\n")
+    config = tiny_ppo_config(tmp_path / "unused").to_dict()
+    config["task"] = {"reward_fn": f"{tmp_path}/task_reward.py:reward", "prompts": str(tmp_path / "prompts.txt")}
+    config_path = tmp_path / "config.yml"
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "cli_run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "trlx",
+        "train",
+        str(config_path),
+        f"model.model_path={tiny_gpt2_path}",
+        f"train.checkpoint_dir={run_dir}",
+        "train.total_steps=8",
+        "train.eval_interval=8",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert max(r["step"] for r in rows) == 8
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "checkpoint_00008") is not None
+
+
+def test_cli_rejects_bad_override(tmp_path: Path):
+    config_path = tmp_path / "config.yml"
+    config_path.write_text("train:\n  seed: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "trlx", "train", str(config_path), "train.sed=3"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "unknown field 'train.sed'" in result.stderr

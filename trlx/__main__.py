@@ -1,0 +1,5 @@
+import sys
+
+from trlx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""`trlx` command line: `trlx train CONFIG.yml [section.field=value ...]`, plus the human-feedback tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trlx.config import ConfigError, TRLConfig
+
+
+def train_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="trlx train",
+        description="Fine-tune a causal LM with PPO. The YAML's `task` section names the reward function and prompts.",
+        epilog="example: trlx train configs/ppo_tiny.yml train.seed=3 method.gen_kwargs.max_new_tokens=16",
+    )
+    parser.add_argument(
+        "config", help="YAML file with sections train, model, tokenizer, optimizer, scheduler, method, task"
+    )
+    parser.add_argument("overrides", nargs="*", help="section.field=value (values parsed as YAML)")
+    args = parser.parse_args(argv)
+    try:
+        config = TRLConfig.load_yaml(args.config).with_overrides(args.overrides)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"trlx train: {e}", file=sys.stderr)
+        return 2
+    if not config.task.reward_fn:
+        print("trlx train: the config needs task.reward_fn (e.g. task.reward_fn=my_module:reward)", file=sys.stderr)
+        return 2
+    import trlx
+
+    trlx.train(config=config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "train": "fine-tune a causal LM with PPO from a YAML config",
+        "label": "compare sampled continuations in the terminal and record preferences",
+        "train-rm": "train a reward model from recorded comparisons",
+    }
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: trlx {" + ",".join(commands) + "} ...\n")
+        for name, help_text in commands.items():
+            print(f"  {name:<9} {help_text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return train_main(rest)
+    from trlx.feedback.cli import label_main, train_rm_main
+
+    return label_main(rest) if command == "label" else train_rm_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
