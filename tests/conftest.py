@@ -124,3 +124,27 @@ TINY_PROMPTS = ["the movie was", "this film is", "i think it", "the acting was",
 def good_word_reward(samples, prompts, outputs, **kwargs):
     """An easy reward for the tiny model: the fraction of generated words that are "good"."""
     return [o.split().count("good") / 8 for o in outputs]
+
+
+POSITIVE = "good great nice love wonderful excellent happy fun best brilliant".split()
+NEGATIVE = "bad awful terrible hate boring worst sad poor dull horrible".split()
+OPENINGS = ["the movie was", "i thought the film was", "this story is", "the acting was really"]
+FILLERS = ["", " and the music", " but the ending", " with the actors"]
+REFERENCE = [f"{o} {w}{f}" for o in OPENINGS for w in POSITIVE[:3] + NEGATIVE[:3] for f in FILLERS[:2]]
+
+
+def write_separable_comparisons(path, n, seed=0, with_ties=False):
+    """Synthetic labeller: a continuation with a positive word always beats one with a negative word."""
+    import random
+
+    from trlx.feedback.store import Comparison, append_comparison
+
+    rng = random.Random(seed)
+    for i in range(n):
+        good = f" {rng.choice(POSITIVE)}{rng.choice(FILLERS)}"
+        bad = f" {rng.choice(NEGATIVE)}{rng.choice(FILLERS)}"
+        flip = rng.random() < 0.5
+        candidates = [bad, good] if flip else [good, bad]
+        append_comparison(path, Comparison(prompt=rng.choice(OPENINGS), candidates=candidates, choice=int(flip)))
+        if with_ties and i % 8 == 0:
+            append_comparison(path, Comparison(prompt="the plot", candidates=[good, bad], choice=None, tie=True))

@@ -1,38 +1,18 @@
 import io
 import json
-import random
 import shutil
 
 import pytest
 import torch
+from conftest import REFERENCE, write_separable_comparisons
 from rich.console import Console
 from transformers import BartConfig, BertConfig, GPT2Config
 
 from trlx.feedback.cli import train_rm_main
-from trlx.feedback.store import Comparison, append_comparison
 from trlx.rewards.combine import CombinedReward, RewardComponent
 from trlx.rewards.protocol import RewardFn
 from trlx.rewards.reward_model import RewardModel, infer_pooling, pool
 from trlx.rewards.train_rm import RewardModelConfig, train_reward_model
-
-POSITIVE = "good great nice love wonderful excellent happy fun best brilliant".split()
-NEGATIVE = "bad awful terrible hate boring worst sad poor dull horrible".split()
-OPENINGS = ["the movie was", "i thought the film was", "this story is", "the acting was really"]
-FILLERS = ["", " and the music", " but the ending", " with the actors"]
-REFERENCE = [f"{o} {w}{f}" for o in OPENINGS for w in POSITIVE[:3] + NEGATIVE[:3] for f in FILLERS[:2]]
-
-
-def write_separable_comparisons(path, n, seed=0, with_ties=False):
-    """Synthetic labeller: a continuation with a positive word always beats one with a negative word."""
-    rng = random.Random(seed)
-    for i in range(n):
-        good = f" {rng.choice(POSITIVE)}{rng.choice(FILLERS)}"
-        bad = f" {rng.choice(NEGATIVE)}{rng.choice(FILLERS)}"
-        flip = rng.random() < 0.5
-        candidates = [bad, good] if flip else [good, bad]
-        append_comparison(path, Comparison(prompt=rng.choice(OPENINGS), candidates=candidates, choice=int(flip)))
-        if with_ties and i % 8 == 0:
-            append_comparison(path, Comparison(prompt="the plot", candidates=[good, bad], choice=None, tie=True))
 
 
 def test_pool_last_and_mean_respect_padding():

@@ -6,13 +6,13 @@ with ``reward/<name>`` curves to see which term moves.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from trlx.rewards.protocol import RewardFn
+from trlx.rewards.scoring import call_with_accepted_kwargs
 
 __all__ = ["CombinedReward", "RewardComponent"]
 
@@ -59,7 +59,10 @@ class CombinedReward:
         totals = [0.0] * len(samples)
         metrics: dict[str, float] = {}
         for component in self.components:
-            scores = component.fn(samples, prompts, outputs, **_accepted_kwargs(component.fn, metadata))
+            # Called the way the trainer calls a reward_fn: by keyword, with only the arguments it declares.
+            scores = call_with_accepted_kwargs(
+                component.fn, samples=samples, prompts=prompts, outputs=outputs, **metadata
+            )
             if len(scores) != len(samples):
                 raise ValueError(
                     f"reward component {component.name!r} returned {len(scores)} scores for {len(samples)} samples"
@@ -74,16 +77,3 @@ class CombinedReward:
             metrics[f"reward/{component.name}"] = sum(values) / len(values) if values else float("nan")
         self.last_metrics = metrics
         return totals
-
-
-def _accepted_kwargs(fn: RewardFn, metadata: dict[str, Any]) -> dict[str, Any]:
-    # The trainer passes extras (tokenizer=, dataset columns); a component written as
-    # f(samples, prompts, outputs) should not have to declare **kwargs to be combined.
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins and some C callables have no signature: pass everything
-        return metadata
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return metadata
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {k: v for k, v in metadata.items() if k in names}
