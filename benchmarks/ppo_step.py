@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from trlx.data.default_configs import default_ppo_config  # noqa: E402
 from trlx.rewards.scoring import compute_scores  # noqa: E402
-from trlx.rollout.scoring import reference_forward, score_response  # noqa: E402
+from trlx.rollout.scoring import score_response  # noqa: E402
 from trlx.trlx import make_trainer  # noqa: E402
 
 PROMPTS = [
@@ -44,24 +44,9 @@ PROMPTS = [
 
 def tiny_model(folder: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import build_word_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from conftest import save_tiny_gpt2
 
-    tokenizer = build_word_tokenizer()
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-        n_positions=128,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_gpt2(folder)
 
 
 def length_reward(samples, prompts, outputs, **kwargs):
@@ -119,7 +104,7 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
         policy = trainer.accelerator.unwrap_model(trainer.policy)
         with torch.no_grad():
             _, t_pol = timed(score_response, policy, *args)
-            _, t_ref = timed(score_response, reference_forward(trainer.reference), *args)
+            _, t_ref = timed(score_response, trainer.reference.forward_fn(), *args)
         rollout = trainer.score(generation)
         rollout.advantages = torch.randn_like(rollout.logprobs) * rollout.response_mask
         rollout.returns = rollout.values + rollout.advantages
@@ -140,7 +125,9 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
         "generate_tokens_per_s": tokens / med["generate"],
         "update_tokens_per_s": tokens / med["update"],
         "peak_rss_mib": peak_rss_mib(),
-        "reference_trainable_params": sum(p.numel() for p in trainer.reference.parameters() if p.requires_grad),
+        "reference_trainable_params": sum(
+            p.numel() for p in getattr(trainer.reference, "model", torch.nn.Module()).parameters() if p.requires_grad
+        ),
     }
     if torch.cuda.is_available():
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20

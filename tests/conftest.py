@@ -45,13 +45,12 @@ def tiny_tokenizer():
     return build_word_tokenizer()
 
 
-@pytest.fixture
-def tiny_gpt2_path(tmp_path: Path) -> Path:
-    """A 2-layer random GPT-2 with its tokenizer, saved in HF format."""
+def save_tiny_gpt2(path: Path, seed: int = 0) -> Path:
+    """Save a 2-layer random GPT-2 (32 wide) with the word-level tokenizer to `path`, in HF format."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = build_word_tokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = GPT2Config(
         n_layer=2,
         n_head=2,
@@ -62,10 +61,15 @@ def tiny_gpt2_path(tmp_path: Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    path = tmp_path / "tiny-gpt2"
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def tiny_gpt2_path(tmp_path: Path) -> Path:
+    """A 2-layer random GPT-2 with its tokenizer, saved in HF format."""
+    return save_tiny_gpt2(tmp_path / "tiny-gpt2")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PROMPTS, good_word_reward, tiny_ppo_config
+from conftest import TINY_PROMPTS, good_word_reward, save_tiny_gpt2, tiny_ppo_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import trlx
@@ -43,25 +43,7 @@ def trained(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def tiny_gpt2_module_path(tmp_path_factory):
-    from conftest import build_word_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tokenizer = build_word_tokenizer()
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-        n_positions=128,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("model") / "tiny-gpt2"
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_gpt2(tmp_path_factory.mktemp("model") / "tiny-gpt2")
 
 
 def test_reward_rises(trained):
@@ -88,13 +70,14 @@ def test_policy_changed_reference_did_not(trained):
     model_path, _, trainer = trained
     initial = load_causal_lm(str(model_path)).state_dict()
     policy = trainer.accelerator.unwrap_model(trainer.policy).lm.state_dict()
-    reference = trainer.reference.state_dict()
+    reference_model = trainer.reference.model  # the default reference: a frozen full copy
+    reference = reference_model.state_dict()
     changed = [k for k in initial if not torch.equal(initial[k], policy[k])]
     assert len(changed) > len(initial) // 2
     for key, value in initial.items():
         assert torch.equal(value, reference[key]), f"reference parameter {key} changed"
-    assert all(not p.requires_grad for p in trainer.reference.parameters())
-    assert not any(id(p) in trainer.optimizer.state for p in trainer.reference.parameters())
+    assert all(not p.requires_grad for p in reference_model.parameters())
+    assert not any(id(p) in trainer.optimizer.state for p in reference_model.parameters())
 
 
 def test_checkpoints_load_with_transformers(trained):
