@@ -29,7 +29,10 @@ def train_main(argv: list[str]) -> int:
         return 2
     import trlx
 
-    trlx.train(config=config)
+    trainer = trlx.train(config=config)
+    # Leave the process group together: under DeepSpeed a process exiting while another still tears down its
+    # communication threads can abort at interpreter exit.
+    trainer.accelerator.end_training()
     return 0
 
 

@@ -524,3 +524,23 @@ def config_reference_markdown() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             lines.append(f"| `{section}.{f.name}` | `{default!r}` | {f.metadata.get('doc', '')} |")
     return "\n".join(lines)
+
+
+README_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:end -->")
+
+
+def update_readme_reference(readme: str | Path = "README.md") -> bool:
+    """Rewrite the config table between the README markers; True if the file changed.
+
+    Run `python -c "from trlx.config import update_readme_reference; update_readme_reference()"` after
+    adding or documenting a field.
+    """
+    path = Path(readme)
+    text = path.read_text()
+    start, end = README_MARKERS
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    updated = f"{head}{start}\n{config_reference_markdown()}\n{end}{tail}"
+    if updated != text:
+        path.write_text(updated)
+    return updated != text

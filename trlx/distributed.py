@@ -1,15 +1,23 @@
-"""The thin layer over accelerate: global statistics, seeding, main-process-only work."""
+"""The thin layer over accelerate: the Accelerator, prompt sharding, global statistics, seeding, and what
+ZeRO-3 / FSDP need (synced generation, gathered weights)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import random
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, gather_object
 from torch import Tensor
 
 from trlx.algorithms.stats import masked_sums, moments_from_sums
+from trlx.config import ConfigError, TrainConfig
 
 
 def seed_everything(seed: int) -> None:
@@ -40,3 +48,178 @@ def global_mean(accelerator: Accelerator, x: Tensor) -> float:
     sums = torch.tensor([x.double().sum().item(), float(x.numel())], dtype=torch.float64)
     total, count = global_sum(accelerator, sums).tolist()
     return total / max(count, 1.0)
+
+
+def make_accelerator(train: TrainConfig) -> Accelerator:
+    """The run's Accelerator: precision and accumulation from the config, the engine from `accelerate launch`.
+
+    DDP, DeepSpeed and FSDP are chosen by the launcher (its config file or flags); nothing here names one.
+    """
+    handlers, cpu = [], False
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not torch.cuda.is_available() and world_size > 1:
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            # DeepSpeed runs on CPU, but accelerate only opens a process group for it with a device backend
+            # (nccl, ...); naming gloo lets ZeRO run on CPU-only hosts, which is how the tests exercise it.
+            handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        else:
+            # Under torchrun without GPUs accelerate would otherwise start N independent single-process runs.
+            cpu = True
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        # Every process runs train.total_steps optimizer steps on its own rollouts, so the LR schedule advances
+        # once per step; accelerate's default steps it num_processes times, which suits a sharded dataloader.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=handlers,
+    )
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        ds = plugin.deepspeed_config
+        # Fill the values accelerate cannot infer without a DataLoader; explicit numbers in the file win.
+        gas = ds.get("gradient_accumulation_steps", "auto")
+        gas = accelerator.gradient_accumulation_steps if gas == "auto" else int(gas)
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = max(train.batch_size // gas, 1)
+        if ds.get("gradient_clipping", "auto") == "auto":
+            ds["gradient_clipping"] = train.max_grad_norm or 0.0
+    if accelerator.num_processes != world_size:
+        raise RuntimeError(
+            f"launched as {world_size} processes (WORLD_SIZE) but accelerate formed a group of "
+            f"{accelerator.num_processes}; check the launcher's distributed settings"
+        )
+    check_accumulation(train.batch_size, accelerator.gradient_accumulation_steps)
+    return accelerator
+
+
+def check_accumulation(batch_size: int, steps: int) -> None:
+    """The launcher (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, a DeepSpeed file) may override the config's value."""
+    if batch_size % steps != 0:
+        raise ConfigError(
+            f"train.batch_size ({batch_size}) must be divisible by the gradient accumulation steps ({steps}, from "
+            "train.gradient_accumulation_steps or the accelerate/DeepSpeed config)"
+        )
+
+
+def shard(items: Sequence[Any], accelerator: Accelerator, name: str) -> list[Any]:
+    """This process's share of `items` (every num_processes-th, from its rank); each process gets at least one."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if len(items) < world:
+        raise ValueError(
+            f"{name}: {len(items)} prompt(s) for {world} processes; every process generates from its own share, "
+            f"so pass at least {world} prompts or launch fewer processes"
+        )
+    return list(items[rank::world])
+
+
+def shard_padded(n: int, accelerator: Accelerator) -> tuple[list[int], list[bool]]:
+    """Indices of this process's share of n items, padded so every process gets ceil(n / num_processes).
+
+    Equal shares make every process run the same number of generate/forward calls, which ZeRO-3 and FSDP need
+    (their forward gathers parameters collectively). Padding repeats item 0; the flags (False for padding) let
+    metrics drop the duplicates. Returns (indices, keep).
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    indices = list(range(rank, n, world))
+    size = math.ceil(n / world)
+    keep = [True] * len(indices) + [False] * (size - len(indices))
+    return indices + [0] * (size - len(indices)), keep
+
+
+def gather_lists(accelerator: Accelerator, items: list[Any]) -> list[Any]:
+    """Concatenate a picklable list from every process, in rank order (the list itself on one process)."""
+    if accelerator.num_processes == 1:
+        return list(items)
+    return [item for part in gather_object([items]) for item in part]
+
+
+def mean_over_processes(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Average per-process scalars (losses, clip fractions) in one all-reduce, so the logged row is global."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    means = (global_sum(accelerator, values) / accelerator.num_processes).tolist()
+    return dict(zip(keys, means))
+
+
+def global_explained_variance(accelerator: Accelerator, values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """1 - Var[returns - values] / Var[returns] over the valid tokens of every process."""
+    _, var_residual, _ = global_moments(accelerator, returns - values, mask, unbiased=False)
+    _, var_returns, _ = global_moments(accelerator, returns, mask, unbiased=False)
+    return (1.0 - var_residual / var_returns).item()
+
+
+# ---------------------------------------------------------------------------------------------- sharded params
+def zero_stage(accelerator: Accelerator) -> int:
+    plugin = accelerator.state.deepspeed_plugin
+    return int(plugin.zero_stage or 0) if plugin is not None else 0
+
+
+def engine_shards_optimizer(accelerator: Accelerator) -> bool:
+    """True when DeepSpeed or FSDP owns the optimizer state (partitioned over the processes)."""
+    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+
+
+def params_sharded(accelerator: Accelerator) -> bool:
+    """True when no process holds the whole model (ZeRO-3, FSDP): forwards and saves are then collective."""
+    return zero_stage(accelerator) == 3 or accelerator.distributed_type == DistributedType.FSDP
+
+
+@contextlib.contextmanager
+def full_params_for_generation(accelerator: Accelerator, model: torch.nn.Module) -> Iterator[dict[str, Any]]:
+    """Yield extra `generate` kwargs, with the parameters a bare `lm.generate` needs gathered for its duration.
+
+    ZeRO-3 gathers each layer's shards on the fly in its forward hooks, so every process must keep calling
+    forward until all have finished sampling: `synced_gpus=True`. FSDP also gathers per wrapped block, but the
+    root module's own parameters (embeddings, head) are only gathered by the root's forward, which generating
+    from the inner LM skips, so they are gathered here (without the nested blocks).
+    """
+    if zero_stage(accelerator) == 3:
+        yield {"synced_gpus": True}
+    elif accelerator.distributed_type == DistributedType.FSDP:
+        if hasattr(model, "unshard"):  # FSDP2 (fully_shard)
+            model.unshard()
+            try:
+                yield {"synced_gpus": True}
+            finally:
+                model.reshard()
+        else:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            with FSDP.summon_full_params(model, writeback=False, recurse=False):
+                yield {"synced_gpus": True}
+    else:
+        yield {}
+
+
+@contextlib.contextmanager
+def loading_full_weights(accelerator: Accelerator) -> Iterator[None]:
+    """Load models whole, even under ZeRO-3 (whose zero.Init would partition them while loading): the reference
+    is copied from the loaded weights before the engine partitions the policy.
+
+    transformers applies zero.Init whenever accelerate has registered a ZeRO-3 config (whatever
+    zero3_init_flag says), so the registration is lifted for the duration and restored after.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
+
+
+def gathered_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, Tensor] | None:
+    """The full state dict of a ZeRO-3/FSDP-sharded model (collective: call on every process); None otherwise.
+
+    Keys are those of the unwrapped model; only the main process gets tensors.
+    """
+    if not params_sharded(accelerator):
+        return None
+    return accelerator.get_state_dict(model)

@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from accelerate import Accelerator
-
 from trlx.config import TRLConfig
 from trlx.data.default_configs import default_ppo_config
 from trlx.data.prompts import PromptPipeline, to_prompts
-from trlx.distributed import seed_everything
-from trlx.models.policy import (
-    PolicyWithValueHead,
-    check_model_path,
-    freeze_bottom_layers,
-    load_causal_lm,
-    load_tokenizer,
-    make_reference,
+from trlx.distributed import (
+    loading_full_weights,
+    make_accelerator,
+    params_sharded,
+    seed_everything,
+    shard,
+    shard_padded,
 )
+from trlx.models.policy import PolicyWithValueHead, check_model_path, load_causal_lm, load_tokenizer
+from trlx.models.reference import build_policy_and_reference
+from trlx.preflight import preflight
 from trlx.task import load_function, load_prompts
 from trlx.trainers.ppo import PPOTrainer
 
@@ -98,8 +98,9 @@ def make_trainer(
         raise TypeError("stop_sequences must be a list of strings, not a single string")
     check_model_path(config.model.model_path)
 
-    accelerator = Accelerator()
+    accelerator = make_accelerator(config.train)
     seed_everything(config.train.seed + accelerator.process_index)
+    resume_path = preflight(config, accelerator.num_processes)
 
     # Cheap checks first: tokenizer and prompts fail before the model is loaded.
     tokenizer = load_tokenizer(
@@ -108,15 +109,20 @@ def make_trainer(
     max_prompt_length = config.train.seq_length - config.method.gen_kwargs["max_new_tokens"]
     if prompts is None:
         prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size
+    # Every process checks all prompts (so a bad one fails everywhere at once), then keeps its own share.
     train_prompts = PromptPipeline(to_prompts(prompts, "prompts"), tokenizer, max_prompt_length)
+    train_prompts = train_prompts.select(shard(range(len(train_prompts)), accelerator, "prompts"))
     eval_pipeline = None
     if eval_prompts is None:
         eval_prompts = list(prompts)[: config.train.batch_size]
     eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length)
+    eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
 
-    lm = load_causal_lm(config.model.model_path)
-    reference = make_reference(lm)
-    freeze_bottom_layers(lm, config.model.num_layers_unfrozen)
+    with loading_full_weights(accelerator):
+        lm = load_causal_lm(config.model.model_path)
+        lm, reference = build_policy_and_reference(
+            lm, config.model, config.train.gradient_checkpointing, params_sharded(accelerator)
+        )
     trainer = PPOTrainer(
         config=config,
         policy=PolicyWithValueHead(lm),
@@ -129,4 +135,6 @@ def make_trainer(
         stop_sequences=stop_sequences or (),
         accelerator=accelerator,
     )
+    if resume_path is not None:
+        trainer.resume(resume_path)
     return trainer

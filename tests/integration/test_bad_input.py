@@ -8,6 +8,7 @@ from conftest import TINY_PROMPTS, good_word_reward, tiny_ppo_config
 import trlx
 import trlx.trlx as trlx_module
 from trlx.config import ConfigError
+from trlx.faults import TrainingFaultError
 from trlx.rewards.scoring import RewardError
 
 
@@ -60,16 +61,17 @@ def test_offline_modes_say_they_are_not_there_yet(no_model_loading):
 
 
 @pytest.mark.parametrize(
-    "reward_fn, message",
+    "reward_fn, error, message",
     [
-        (lambda samples, **kw: [1.0] * (len(samples) - 1), "scores for"),
-        (lambda samples, **kw: ["high"] * len(samples), "non-number"),
-        (lambda samples, **kw: [math.nan] * len(samples), "returned nan"),
+        (lambda samples, **kw: [1.0] * (len(samples) - 1), RewardError, "scores for"),
+        (lambda samples, **kw: ["high"] * len(samples), RewardError, "non-number"),
+        # NaN is skipped and counted (see docs/bad_inputs.md); only train.max_consecutive_faults in a row stop.
+        (lambda samples, **kw: [math.nan] * len(samples), TrainingFaultError, "returned nan"),
     ],
     ids=["wrong-length", "non-number", "nan"],
 )
-def test_bad_reward_fn_output_stops_before_any_update(tiny_gpt2_path, tmp_path, reward_fn, message):
-    with pytest.raises(RewardError, match=message):
+def test_bad_reward_fn_output_stops_before_any_update(tiny_gpt2_path, tmp_path, reward_fn, error, message):
+    with pytest.raises(error, match=message):
         trlx.train(str(tiny_gpt2_path), reward_fn=reward_fn, prompts=TINY_PROMPTS, config=tiny_ppo_config(tmp_path))
     metrics = tmp_path / "metrics.jsonl"
     assert not metrics.exists() or all('"policy/loss"' not in line for line in metrics.read_text().splitlines())

@@ -58,9 +58,20 @@ class PromptPipeline:
                     f"prompt {i} has {len(ids)} tokens but only {max_prompt_length} fit "
                     f"(train.seq_length minus method.gen_kwargs.max_new_tokens): {prompts[i].text[:80]!r}..."
                 )
+        # False marks padding: a repeated prompt that only evens out the processes' shares (see `select`).
+        self.keep: list[bool] = [True] * len(prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def select(self, indices: Sequence[int], keep: Sequence[bool] | None = None) -> PromptPipeline:
+        """A pipeline of the prompts at `indices` (already tokenized and checked); `keep` False marks padding."""
+        subset = object.__new__(PromptPipeline)
+        subset.prompts = [self.prompts[i] for i in indices]
+        subset.tokenizer = self.tokenizer
+        subset.token_ids = [self.token_ids[i] for i in indices]
+        subset.keep = list(keep) if keep is not None else [True] * len(indices)
+        return subset
 
     def batch(self, indices: Sequence[int]) -> PromptBatch:
         """Left-pad the selected prompts into one PromptBatch (whatever the tokenizer's own padding side)."""

@@ -6,7 +6,6 @@ as the `nn.ModuleList` whose length equals the config's layer count.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -61,10 +60,52 @@ def transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
     raise ValueError(f"cannot find the {n_layers} transformer blocks of {type(lm).__name__}")
 
 
+def parameters_below(lm: PreTrainedModel, block: nn.Module) -> list[nn.Parameter]:
+    """Parameters used before `block` runs: embeddings (token, position, their norms), the blocks beneath it.
+
+    Found by running the model on one token and recording which modules start before `block`, so no
+    architecture is named. Parameters held directly by a module that encloses `block` count as below too:
+    they cannot be placed, and freezing/sharing them is the safe side.
+    """
+    started: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def record(module: nn.Module, args: tuple) -> None:
+        if id(module) not in seen:
+            seen.add(id(module))
+            started.append(module)
+
+    class _Reached(Exception):
+        pass
+
+    def stop(module: nn.Module, args: tuple) -> None:
+        raise _Reached
+
+    handles = [m.register_forward_pre_hook(record) for m in lm.modules() if m is not block]
+    handles.append(block.register_forward_pre_hook(stop))
+    try:
+        with torch.no_grad():
+            lm(input_ids=torch.zeros((1, 1), dtype=torch.long, device=lm.device), use_cache=False)
+    except _Reached:
+        pass
+    else:
+        raise ValueError(f"{type(lm).__name__}: the forward pass never reached the given transformer block")
+    finally:
+        for handle in handles:
+            handle.remove()
+    below: dict[int, nn.Parameter] = {}
+    for module in started:
+        for p in module.parameters(recurse=False):
+            below[id(p)] = p
+    return list(below.values())
+
+
 def freeze_bottom_layers(lm: PreTrainedModel, num_layers_unfrozen: int) -> None:
     """Train only the top `num_layers_unfrozen` blocks and what sits above them; -1 leaves all trainable.
 
-    Input embeddings stay frozen with the bottom blocks (and so does a head tied to them), as in trlX.
+    Everything that runs before those blocks is frozen: the bottom blocks and all embeddings (token and
+    position; a head tied to the token embedding stays frozen with it), as in trlX. The trunk below the top
+    blocks is then the initial model's, which is what lets the hydra reference share it.
     """
     if num_layers_unfrozen == -1:
         return
@@ -72,8 +113,8 @@ def freeze_bottom_layers(lm: PreTrainedModel, num_layers_unfrozen: int) -> None:
     if num_layers_unfrozen > len(blocks):
         raise ValueError(f"model.num_layers_unfrozen={num_layers_unfrozen} but the model has {len(blocks)} layers")
     lm.get_input_embeddings().requires_grad_(False)
-    for block in blocks[: len(blocks) - num_layers_unfrozen]:
-        block.requires_grad_(False)
+    for p in parameters_below(lm, blocks[len(blocks) - num_layers_unfrozen]):
+        p.requires_grad_(False)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -81,14 +122,6 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-
-
-def make_reference(lm: PreTrainedModel) -> PreTrainedModel:
-    """A frozen full copy of the initial policy: no gradients, so the optimizer never holds state for it."""
-    reference = copy.deepcopy(lm)
-    reference.requires_grad_(False)
-    reference.eval()
-    return reference
 
 
 def check_model_path(model_path: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,22 @@ from trlx.types import Generation
 
 class RewardError(ValueError):
     """The reward function returned something PPO cannot use."""
+
+
+class NonFiniteRewardError(RewardError):
+    """reward_fn returned NaN or inf: the trainer skips that rollout and counts it (see `trlx.faults`)."""
+
+    def __init__(self, message: str, sample: int) -> None:
+        super().__init__(message)
+        self.sample = sample
+
+
+class RewardFunctionError(RuntimeError):
+    """reward_fn raised; the message lists the batch's prompts and the original exception is chained."""
+
+
+class RewardTimeoutError(TimeoutError):
+    """One reward_fn call took longer than `train.reward_timeout_s`."""
 
 
 def call_with_accepted_kwargs(fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -44,16 +61,69 @@ def reward_kwargs(generation: Generation, tokenizer: PreTrainedTokenizerBase) ->
 
 
 def compute_scores(
-    reward_fn: Callable[..., Any], generation: Generation, tokenizer: PreTrainedTokenizerBase
+    reward_fn: Callable[..., Any],
+    generation: Generation,
+    tokenizer: PreTrainedTokenizerBase,
+    timeout_s: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Scores (B,) and, for dense rewards, per-token scores (B, R) aligned with `generation.response_mask`.
 
     A dense reward is one list of floats per sample with one entry per response token; its per-sample
     score is the sum of those entries.
     """
-    raw = call_with_accepted_kwargs(reward_fn, **reward_kwargs(generation, tokenizer))
+    raw = call_reward_fn(reward_fn, reward_kwargs(generation, tokenizer), timeout_s)
     lengths = generation.response_mask.sum(-1).tolist()
-    return validate_rewards(raw, lengths, width=generation.response_ids.shape[1])
+    try:
+        return validate_rewards(raw, lengths, width=generation.response_ids.shape[1])
+    except NonFiniteRewardError as e:
+        raise NonFiniteRewardError(f"{e}: {generation.samples[e.sample]!r}", e.sample) from None
+
+
+def call_reward_fn(reward_fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float | None = None) -> Any:
+    """Call reward_fn with the keyword arguments it accepts, reporting failures with the batch's prompts.
+
+    With `timeout_s`, the call runs in a daemon thread: Python cannot kill a thread, so a reward_fn that hangs
+    keeps running in the background, but the run stops with a clear error instead of waiting forever.
+    """
+    prompts = kwargs.get("prompts", [])
+    try:
+        if timeout_s is None:
+            return call_with_accepted_kwargs(reward_fn, **kwargs)
+        return _call_with_timeout(reward_fn, kwargs, timeout_s)
+    except RewardTimeoutError as e:
+        raise RewardTimeoutError(f"{e} on a batch of {len(prompts)} prompts: {_preview(prompts)}") from None
+    except Exception as e:
+        raise RewardFunctionError(
+            f"reward_fn raised {type(e).__name__}: {e} -- on a batch of {len(prompts)} prompts: {_preview(prompts)}"
+        ) from e
+
+
+def _call_with_timeout(reward_fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Any:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call_with_accepted_kwargs(reward_fn, **kwargs)
+        except BaseException as e:  # handed to the caller's thread below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name="trlx-reward-fn", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RewardTimeoutError(
+            f"reward_fn did not return within train.reward_timeout_s={timeout_s} s (raise the limit, or set it to "
+            "None to wait forever)"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _preview(prompts: Sequence[str], limit: int = 8) -> str:
+    shown = [p if len(p) <= 80 else p[:77] + "..." for p in prompts[:limit]]
+    more = f" and {len(prompts) - limit} more" if len(prompts) > limit else ""
+    return f"{shown}{more}"
 
 
 def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tensor, Tensor | None]:
@@ -67,7 +137,7 @@ def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tens
         raise RewardError(f"reward_fn returned {len(raw)} scores for {len(lengths)} samples; return one per sample")
     dense = any(isinstance(r, (list, tuple)) or hasattr(r, "__len__") and not isinstance(r, str) for r in raw)
     if not dense:
-        return torch.tensor([_number(r, f"score {i}") for i, r in enumerate(raw)], dtype=torch.float32), None
+        return torch.tensor([_number(r, f"score {i}", i) for i, r in enumerate(raw)], dtype=torch.float32), None
     per_token = torch.zeros((len(raw), width), dtype=torch.float32)
     for i, (row, n) in enumerate(zip(raw, lengths)):
         if not hasattr(row, "__len__") or isinstance(row, str):
@@ -75,14 +145,14 @@ def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tens
         row = list(row.tolist() if hasattr(row, "tolist") else row)
         if len(row) != n:
             raise RewardError(f"dense reward for sample {i} has {len(row)} entries but the response has {n} tokens")
-        per_token[i, :n] = torch.tensor([_number(v, f"sample {i} token {t}") for t, v in enumerate(row)])
+        per_token[i, :n] = torch.tensor([_number(v, f"sample {i} token {t}", i) for t, v in enumerate(row)])
     return per_token.sum(-1), per_token
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: Any, where: str, sample: int) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise RewardError(f"reward_fn returned a non-number for {where}: {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value):
-        raise RewardError(f"reward_fn returned {value} for {where}; rewards must be finite")
+        raise NonFiniteRewardError(f"reward_fn returned {value} for {where}; rewards must be finite", sample)
     return value

@@ -31,13 +31,18 @@ def generate(
     tokenizer: PreTrainedTokenizerBase,
     gen_config: GenerationConfig,
     stop_sequences: Sequence[str] = (),
+    **generate_kwargs: Any,
 ) -> Generation:
-    """Sample one continuation per prompt (with the KV cache) and truncate it."""
+    """Sample one continuation per prompt (with the KV cache) and truncate it.
+
+    `generate_kwargs` go to `lm.generate` (e.g. `synced_gpus=True` under ZeRO-3, see `trlx.distributed`).
+    """
     device = next(lm.parameters()).device
     out = lm.generate(
         input_ids=batch.input_ids.to(device),
         attention_mask=batch.attention_mask.to(device),
         generation_config=gen_config,
+        **generate_kwargs,
     )
     response = out[:, batch.input_ids.shape[1] :].cpu()
     eos = gen_config.eos_token_id

@@ -9,6 +9,7 @@ The RL math lives in `trlx.algorithms` (pure functions); this file only moves te
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,23 +17,34 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch import Tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from trlx.algorithms.gae import compute_gae
 from trlx.algorithms.kl import kl_penalty, make_kl_controller
 from trlx.algorithms.ppo import entropy_from_logits, policy_loss, value_loss
 from trlx.algorithms.rewards import scale_scores, shape_rewards
-from trlx.algorithms.stats import RunningMoments, explained_variance, masked_mean, masked_whiten
-from trlx.checkpoint import checkpoint_name, save_checkpoint
+from trlx.algorithms.stats import RunningMoments, masked_mean, masked_whiten
+from trlx.checkpoint import checkpoint_name, load_trainer, read_latest, save_trainer
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler
-from trlx.distributed import global_mean, global_moments
+from trlx.distributed import (
+    full_params_for_generation,
+    gather_lists,
+    global_explained_variance,
+    global_mean,
+    global_moments,
+    make_accelerator,
+    mean_over_processes,
+)
+from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
 from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead
-from trlx.rewards.scoring import call_with_accepted_kwargs, compute_scores, reward_kwargs
+from trlx.models.reference import Reference
+from trlx.rewards.scoring import NonFiniteRewardError, call_with_accepted_kwargs, compute_scores, reward_kwargs
 from trlx.rollout.generation import generate, generation_config
-from trlx.rollout.scoring import reference_forward, score_response
+from trlx.rollout.scoring import score_response
 from trlx.types import Generation, RolloutBatch
 
 MetricFn = Callable[..., dict[str, Any]]
@@ -45,7 +57,7 @@ class PPOTrainer:
         self,
         config: TRLConfig,
         policy: PolicyWithValueHead,
-        reference: PreTrainedModel,
+        reference: Reference,
         tokenizer: PreTrainedTokenizerBase,
         reward_fn: Callable[..., Any],
         train_prompts: PromptPipeline,
@@ -57,7 +69,7 @@ class PPOTrainer:
         from trlx.trainers.optim import make_optimizer, make_scheduler
 
         self.config = config
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or make_accelerator(config.train)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.metric_fn = metric_fn
@@ -67,7 +79,9 @@ class PPOTrainer:
         optimizer = make_optimizer(config.optimizer, policy.parameters())
         scheduler = make_scheduler(config.scheduler, optimizer)
         self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
-        self.reference = reference.to(self.accelerator.device)
+        # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
+        policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
+        self.reference = reference.to(self.accelerator.device, policy_dtype)
 
         method = config.method
         self.gen_config = generation_config(tokenizer, method.gen_kwargs)
@@ -78,6 +92,12 @@ class PPOTrainer:
         self.step = 0
         self.iteration = 0
         self.best_reward = -math.inf
+        self.faults = FaultCounter(config.train.max_consecutive_faults)
+        # The rollout being trained on lives on the trainer so a checkpoint can fall mid-rollout and resume exactly.
+        self.rollout: RolloutBatch | None = None
+        self.rollout_metrics: dict[str, float] = {}
+        self.minibatch_index = 0
+        self.resumed_from: Path | None = None
         self.checkpoint_dir = Path(config.train.checkpoint_dir)
         self.logger: MetricsLogger | None = None
         if self.accelerator.is_main_process:
@@ -90,34 +110,79 @@ class PPOTrainer:
     def learn(self) -> None:
         train = self.config.train
         bar = progress_bar(train.total_steps, self.step, progress_enabled(train.progress_bar) and self.is_main)
-        if self.eval_prompts is not None and self.step == 0:
-            self.evaluate()
-        while not self.done:
-            rollout, rollout_metrics = self.collect_rollout()
-            for minibatch in self.minibatches(rollout):
-                t0 = time.perf_counter()
-                update_metrics = self.update(minibatch)
-                self.step += 1
-                row = {"step": self.step, **rollout_metrics, **update_metrics}
-                row["time/optimize_s"] = time.perf_counter() - t0
-                self.log(row)
-                bar.update(1)
-                bar.set_postfix(reward=f"{rollout_metrics['reward/mean']:.3f}", kl=f"{rollout_metrics['kl/mean']:.3f}")
-                if self.step % train.eval_interval == 0:
-                    self.evaluate()
-                if self.step % train.checkpoint_interval == 0:
-                    self.save(self.checkpoint_dir / checkpoint_name(self.step))
-                if self.done:
-                    break
-            self.kl_ctl.update(rollout_metrics["kl/mean"], n_steps=len(rollout) * self.accelerator.num_processes)
-            self.iteration += 1
-        bar.close()
-        if self.eval_prompts is not None and self.step % train.eval_interval != 0:
-            self.evaluate()
-        if self.step % train.checkpoint_interval != 0:
-            self.save(self.checkpoint_dir / checkpoint_name(self.step))
+        with StopOnSignal() as stop:
+            if self.eval_prompts is not None and self.step == 0 and self.resumed_from is None:
+                self.evaluate()
+            while not self.done and not stop.requested(self.accelerator):
+                if self.rollout is None:
+                    self.start_rollout()
+                else:
+                    self.train_on_rollout(bar, stop)
+            bar.close()
+            if stop.stopping:
+                self.stop_for_signal(stop)
+            # Save before the final evaluation: the checkpoint then records the log without that row, so a run
+            # resumed from it to more steps logs exactly what one uninterrupted run would. (A signal now is
+            # noted and ignored: the run is finishing anyway.)
+            if self.step % train.checkpoint_interval != 0:
+                self.save(self.checkpoint_dir / checkpoint_name(self.step))
+            if self.eval_prompts is not None and self.step % train.eval_interval != 0:
+                self.evaluate()
         if self.logger is not None:
             self.logger.close()
+
+    def start_rollout(self) -> None:
+        """Collect the next rollout, or skip and count it when a non-finite reward or log-prob spoils it."""
+        try:
+            rollout, metrics = self.collect_rollout()
+        except NumericalFault as fault:
+            self.faults.record(fault, "rollout", self.step)
+            self.log({"step": self.step, **self.faults.metrics()})
+            return
+        check_kl(metrics["kl/mean"], self.config.method.kl_max, self.step, read_latest(self.checkpoint_dir))
+        self.rollout, self.rollout_metrics, self.minibatch_index = rollout, metrics, 0
+
+    def train_on_rollout(self, bar: Any, stop: StopOnSignal) -> None:
+        """PPO updates on the current rollout from `minibatch_index` on, with logging, evaluation and checkpoints."""
+        train = self.config.train
+        rollout, metrics = self.rollout, self.rollout_metrics
+        per_rollout = self.config.method.ppo_epochs * math.ceil(len(rollout) / train.batch_size)
+        for minibatch in self.minibatches(rollout, skip=self.minibatch_index):
+            t0 = time.perf_counter()
+            update_metrics = self.guarded_update(minibatch)
+            self.step += 1
+            self.minibatch_index += 1
+            row = {"step": self.step, **metrics, **update_metrics, **self.faults.metrics()}
+            row["time/optimize_s"] = time.perf_counter() - t0
+            self.log(row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
+            if self.minibatch_index == per_rollout:
+                self.finish_rollout()
+            if self.step % train.eval_interval == 0:
+                self.evaluate()
+            if self.step % train.checkpoint_interval == 0:
+                self.save(self.checkpoint_dir / checkpoint_name(self.step))
+            if self.done or stop.requested(self.accelerator):
+                return
+
+    def finish_rollout(self) -> None:
+        """Adapt the KL coefficient to the rollout just used up, and move on to the next iteration."""
+        n_samples = len(self.rollout) * self.accelerator.num_processes
+        self.kl_ctl.update(self.rollout_metrics["kl/mean"], n_steps=n_samples)
+        self.iteration += 1
+        self.rollout, self.rollout_metrics, self.minibatch_index = None, {}, 0
+
+    def stop_for_signal(self, stop: StopOnSignal) -> None:
+        """Write a checkpoint of the current state (in-flight rollout included) and exit saying how to resume."""
+        dest = self.checkpoint_dir / checkpoint_name(self.step)
+        self.save(dest)
+        message = f"trlx: stopped by {stop.name} at step {self.step}; checkpoint saved to {dest}\n{RESUME_HINT}"
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
+        if self.logger is not None:
+            self.logger.close()
+        raise stop.interruption(message)
 
     @property
     def done(self) -> bool:
@@ -133,15 +198,35 @@ class PPOTrainer:
         method = self.config.method
         t0 = time.perf_counter()
         chunks, raw_scores, dense_scores = [], [], []
-        collected = 0
+        component_metrics: dict[str, list[float]] = {}
+        collected, problem = 0, None
         while collected < method.num_rollouts:
             n = min(method.chunk_size, method.num_rollouts - collected)
             generation = self.generate(self.train_prompts.batch(self.sampler.take(n)))
-            scores, dense = compute_scores(self.reward_fn, generation, self.tokenizer)
-            chunks.append(self.score(generation))
+            # After a fault the loop goes on (the rollout is dropped below): every process must make the same
+            # generate/forward calls, which gather parameters collectively under ZeRO-3 and FSDP.
+            try:
+                scores, dense = compute_scores(
+                    self.reward_fn, generation, self.tokenizer, self.config.train.reward_timeout_s
+                )
+            except NonFiniteRewardError as e:
+                problem = problem or str(e)
+                scores, dense = torch.full((n,), math.nan), None
+            # Combined rewards report their components (reward/<name>); average them over the chunks.
+            for key, value in getattr(self.reward_fn, "last_metrics", {}).items():
+                component_metrics.setdefault(key, []).append(float(value))
+            chunk = self.score(generation)
+            problem = problem or nonfinite(
+                {"logprobs": chunk.logprobs, "ref_logprobs": chunk.ref_logprobs, "values": chunk.values},
+                chunk.response_mask,
+            )
+            chunks.append(chunk)
             raw_scores.append(scores)
             dense_scores.append(dense)
             collected += n
+        # All processes agree before the next collective, or one skipping would leave the others waiting.
+        if any_process(self.accelerator, problem is not None):
+            raise NumericalFault(problem or "another process saw a non-finite reward or log-prob")
         rollout = concat_padded(chunks, self.tokenizer.pad_token_id)
         scores = torch.cat(raw_scores)
         dense = None if dense_scores[0] is None else pad_cat([d for d in dense_scores], rollout.response_ids.shape[1])
@@ -176,14 +261,18 @@ class PPOTrainer:
             "kl/per_token": global_moments(self.accelerator, kl, mask)[0].item(),
             "kl/coef": self.kl_ctl.value,
             "response/length_mean": global_mean(self.accelerator, mask.sum(-1).float()),
-            "value/explained_variance": explained_variance(rollout.values, returns, mask).item(),
+            "value/explained_variance": global_explained_variance(self.accelerator, rollout.values, returns, mask),
             "time/rollout_s": time.perf_counter() - t0,
         }
+        for key, values in sorted(component_metrics.items()):
+            metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
 
     def generate(self, batch: Any) -> Generation:
+        self.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
         lm = self.accelerator.unwrap_model(self.policy).lm
-        return generate(lm, batch, self.tokenizer, self.gen_config, self.stop_sequences)
+        with full_params_for_generation(self.accelerator, self.policy) as kwargs, self.accelerator.autocast():
+            return generate(lm, batch, self.tokenizer, self.gen_config, self.stop_sequences, **kwargs)
 
     @torch.no_grad()
     def score(self, generation: Generation) -> RolloutBatch:
@@ -191,11 +280,15 @@ class PPOTrainer:
         device = self.accelerator.device
         query_ids, query_mask = generation.prompt.input_ids.to(device), generation.prompt.attention_mask.to(device)
         response_ids, response_mask = generation.response_ids.to(device), generation.response_mask.to(device)
-        policy = self.accelerator.unwrap_model(self.policy)
+        # Under FSDP only the root's forward gathers the root's parameters; elsewhere the bare module avoids
+        # DDP's per-forward buffer broadcast (a collective) outside the update.
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
         logprobs, values = score_response(policy, query_ids, query_mask, response_ids, response_mask, self.temperature)
-        ref_logprobs, _ = score_response(
-            reference_forward(self.reference), query_ids, query_mask, response_ids, response_mask, self.temperature
-        )
+        with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
+            ref_logprobs, _ = score_response(
+                self.reference.forward_fn(), query_ids, query_mask, response_ids, response_mask, self.temperature
+            )
         empty = torch.zeros_like(logprobs)
         return RolloutBatch(
             query_ids=query_ids.cpu(),
@@ -212,22 +305,77 @@ class PPOTrainer:
         )
 
     # ------------------------------------------------------------------ optimisation
-    def minibatches(self, rollout: RolloutBatch):
+    def minibatches(self, rollout: RolloutBatch, skip: int = 0):
         """`ppo_epochs` passes over the rollout in shuffled minibatches of `train.batch_size`.
 
-        The shuffle is seeded by (seed, iteration, epoch) so a resumed run sees the same minibatches.
+        The shuffle is seeded by (seed, iteration, epoch) so a resumed run sees the same minibatches; `skip`
+        drops the first ones (trained on before the checkpoint a run resumed from).
         """
         size = self.config.train.batch_size
+        index = 0
         for epoch in range(self.config.method.ppo_epochs):
             seed = self.config.train.seed * 1_000_003 + self.iteration * 101 + epoch
             order = torch.randperm(len(rollout), generator=torch.Generator().manual_seed(seed))
             for start in range(0, len(rollout), size):
-                yield rollout.select(order[start : start + size])
+                if index >= skip:
+                    yield rollout.select(order[start : start + size])
+                index += 1
+
+    def guarded_update(self, minibatch: RolloutBatch) -> dict[str, float]:
+        """`update`, or no update (counted in faults/skipped_steps) when its loss or gradients are not finite."""
+        try:
+            metrics = self.update(minibatch)
+        except NumericalFault as fault:
+            self.faults.record(fault, "step", self.step + 1)
+            return {}
+        self.faults.reset()
+        return metrics
 
     def update(self, minibatch: RolloutBatch) -> dict[str, float]:
-        """One gradient step on the clipped policy loss plus the clipped value loss."""
-        method = self.config.method
+        """One optimizer step on the clipped policy loss plus the clipped value loss.
+
+        The minibatch is split into `gradient_accumulation_steps` micro-batches whose gradients accumulate;
+        each micro-batch loss is weighted by its share of the minibatch's response tokens, so the step equals
+        the one on the whole minibatch. Logged values are averaged over all processes.
+        """
+        self.policy.train()  # dropout is off everywhere; train mode only switches gradient checkpointing on
         mb = minibatch.to(self.accelerator.device)
+        n_micro = self.accelerator.gradient_accumulation_steps
+        micro_size = math.ceil(len(mb) / n_micro)
+        total_tokens = mb.response_mask.sum().clamp(min=1)
+        loss_sum = torch.zeros((), device=self.accelerator.device)
+        stats: dict[str, float] = {}
+        self.optimizer.zero_grad()
+        for start in range(0, len(mb), micro_size):
+            micro = mb.select(torch.arange(start, min(start + micro_size, len(mb))))
+            with self.accelerator.accumulate(self.policy):
+                loss, micro_stats = self.ppo_loss(micro)
+                share = micro.response_mask.sum() / total_tokens
+                # accelerate (or DeepSpeed) divides by n_micro again, hence the factor.
+                self.accelerator.backward(loss * share * n_micro)
+            loss_sum += loss.detach() * share
+            for key, value in micro_stats.items():
+                stats[key] = stats.get(key, 0.0) + value * share.item()
+        # The norm is computed even without clipping (max_norm=inf): a non-finite norm reveals NaN/inf gradients.
+        max_norm = self.config.train.max_grad_norm
+        grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), max_norm or math.inf)
+        grad_norm = math.nan if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
+        # Under fp16 loss scaling inf gradients are routine: the GradScaler skips that step and lowers its scale.
+        checked = {"loss": loss_sum}
+        if self.accelerator.scaler is None:
+            checked["gradient norm"] = grad_norm
+        problem = nonfinite(checked)
+        if any_process(self.accelerator, problem is not None):
+            self.optimizer.zero_grad()
+            raise NumericalFault(problem or "another process saw a non-finite loss or gradient")
+        self.optimizer.step()
+        self.scheduler.step()
+        stats = mean_over_processes(self.accelerator, {"loss/total": loss_sum.item(), **stats})
+        return {**stats, "optim/grad_norm": grad_norm, "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def ppo_loss(self, mb: RolloutBatch) -> tuple[Tensor, dict[str, float]]:
+        """The PPO loss of one (micro-)batch and its statistics (token means)."""
+        method = self.config.method
         mask = mb.response_mask
         logits_holder: dict[str, Tensor] = {}
 
@@ -242,31 +390,17 @@ class PPOTrainer:
         pg = policy_loss(logprobs, mb.logprobs, mb.advantages, mask, method.cliprange)
         vf = value_loss(values, mb.values, mb.returns, mask, method.cliprange_value)
         loss = pg.loss + method.vf_coef * vf.loss
-
-        self.optimizer.zero_grad()
-        self.accelerator.backward(loss)
-        grad_norm = math.nan
-        if self.config.train.max_grad_norm is not None:
-            grad_norm = float(
-                self.accelerator.clip_grad_norm_(self.policy.parameters(), self.config.train.max_grad_norm)
-            )
-        self.optimizer.step()
-        self.scheduler.step()
-
         with torch.no_grad():
             start = mb.query_ids.shape[1] - 1
             logits = logits_holder["logits"][:, start : start + mb.response_ids.shape[1]]
             entropy = masked_mean(entropy_from_logits(logits.float() / self.temperature), mask)
-        return {
-            "loss/total": loss.item(),
+        return loss, {
             "policy/loss": pg.loss.item(),
             "policy/approx_kl": pg.approx_kl.item(),
             "policy/clipfrac": pg.clipfrac.item(),
             "policy/entropy": entropy.item(),
             "value/loss": vf.loss.item(),
             "value/clipfrac": vf.clipfrac.item(),
-            "optim/grad_norm": grad_norm,
-            "optim/lr": self.scheduler.get_last_lr()[0],
         }
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
@@ -279,30 +413,47 @@ class PPOTrainer:
         """
         assert self.eval_prompts is not None
         devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        scores, rows, metric_values = [], [], {}
+        scores: list[float] = []
+        rows: list[dict[str, Any]] = []
+        metric_values: list[tuple[str, float]] = []
+        problem = None
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config.train.seed + self.accelerator.process_index)
             chunk = self.config.method.chunk_size
             for start in range(0, len(self.eval_prompts), chunk):
                 indices = range(start, min(start + chunk, len(self.eval_prompts)))
+                # Padding prompts (repeats that give every process an equal share) are generated, then dropped.
+                keep = [self.eval_prompts.keep[i] for i in indices]
                 generation = self.generate(self.eval_prompts.batch(list(indices)))
-                batch_scores, _ = compute_scores(self.reward_fn, generation, self.tokenizer)
-                scores.append(batch_scores)
+                try:  # after a fault, keep generating in step with the other processes (see collect_rollout)
+                    timeout = self.config.train.reward_timeout_s
+                    batch_scores, _ = compute_scores(self.reward_fn, generation, self.tokenizer, timeout)
+                except NonFiniteRewardError as e:
+                    problem = problem or str(e)
+                    continue
+                scores += [float(s) for s, k in zip(batch_scores, keep) if k]
                 rows += [
                     {"prompt": p, "output": o, "reward": float(s)}
-                    for p, o, s in zip(generation.prompt.prompts, generation.outputs, batch_scores)
+                    for p, o, s, k in zip(generation.prompt.prompts, generation.outputs, batch_scores, keep)
+                    if k
                 ]
-                if self.metric_fn is not None:
+                if self.metric_fn is not None and any(keep):
                     kwargs = reward_kwargs(generation, self.tokenizer)
                     for key, value in call_with_accepted_kwargs(self.metric_fn, **kwargs).items():
-                        metric_values.setdefault(key, []).extend(value if isinstance(value, list) else [value])
-        all_scores = torch.cat(scores)
-        metrics = {"eval/reward_mean": global_mean(self.accelerator, all_scores)}
-        metrics["eval/reward_std"] = (
-            global_moments(self.accelerator, all_scores, torch.ones_like(all_scores))[1].sqrt().item()
-        )
-        for key, values in metric_values.items():
-            metrics[f"eval/{key}"] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
+                        if isinstance(value, list) and len(value) == len(keep):
+                            value = [v for v, k in zip(value, keep) if k]
+                        metric_values += [(key, float(v)) for v in (value if isinstance(value, list) else [value])]
+        if any_process(self.accelerator, problem is not None):
+            fault = NumericalFault(problem or "another process saw a non-finite reward")
+            self.faults.record(fault, "evaluation", self.step)
+            return {}
+        # Gathered, so every process computes the same numbers (and agrees on saving best_checkpoint).
+        all_scores = torch.tensor(gather_lists(self.accelerator, scores), dtype=torch.float64)
+        metrics = {"eval/reward_mean": all_scores.mean().item(), "eval/reward_std": all_scores.std().item()}
+        for key, value in gather_lists(self.accelerator, metric_values):
+            metrics.setdefault(f"eval/{key}", []).append(value)
+        metrics = {k: v if isinstance(v, float) else sum(v) / len(v) for k, v in metrics.items()}
+        rows = gather_lists(self.accelerator, rows)
         self.log({"step": self.step, **metrics})
         if self.logger is not None:
             self.logger.log_samples(self.step, rows)
@@ -322,14 +473,33 @@ class PPOTrainer:
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
             "kl_controller": self.kl_ctl.state_dict(),
             "reward_moments": self.reward_moments.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "faults": self.faults.state_dict(),
+            "rollout": None
+            if self.rollout is None
+            else {"metrics": self.rollout_metrics, "minibatch_index": self.minibatch_index},
         }
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Counters and controllers from `state_dict()`; `trlx.checkpoint.load_trainer` restores the rest
+        (weights, optimizer, and each process's RNG, prompt-sampler position and in-flight rollout)."""
+        self.step, self.iteration = int(state["step"]), int(state["iteration"])
+        self.best_reward = -math.inf if state["best_reward"] is None else float(state["best_reward"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
+        self.faults.load_state_dict(state["faults"])
+        in_flight = state["rollout"]
+        self.rollout_metrics = {} if in_flight is None else dict(in_flight["metrics"])
+        self.minibatch_index = 0 if in_flight is None else int(in_flight["minibatch_index"])
+
+    def resume(self, path: str | Path) -> None:
+        """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, rollout)."""
+        load_trainer(self, Path(path))
+        self.resumed_from = Path(path)
+
     def save(self, dest: Path) -> None:
+        """Write checkpoint `dest` (all processes call this; see `trlx.checkpoint.save_trainer`)."""
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            policy = self.accelerator.unwrap_model(self.policy)
-            save_checkpoint(dest, policy, self.tokenizer, self.state_dict(), self.config.to_dict())
+        save_trainer(self, dest)
         self.accelerator.wait_for_everyone()
 
 

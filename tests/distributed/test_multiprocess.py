@@ -1,0 +1,188 @@
+"""The same tiny PPO run on 2 processes (torchrun, gloo on CPU): DDP, DeepSpeed ZeRO-2 and ZeRO-3.
+
+Each process generates from its own share of the prompts; the statistics that steer training (reward
+moments, KL, advantage whitening) and every logged metric are global, and only the main process writes.
+"""
+
+import math
+
+import pytest
+import torch
+from multiprocess_launch import free_port, run_ppo
+from safetensors.torch import load_file
+
+from trlx.algorithms.rewards import scale_scores
+from trlx.algorithms.stats import RunningMoments
+
+pytestmark = pytest.mark.distributed
+
+DEEPSPEED = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"}
+# 2 processes x 2 reward calls of 4 samples per rollout; 2 rollouts of 2 steps each.
+DDP_OVERRIDES = {
+    "method.scale_reward": "running",
+    "scheduler.name": "linear",
+    "scheduler.kwargs": {"start_factor": 1.0, "end_factor": 0.5, "total_iters": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from conftest import build_word_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_word_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=64,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny-gpt2"
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ddp_run(model_dir, tmp_path_factory):
+    result = run_ppo(model_dir, tmp_path_factory.mktemp("ddp"), DDP_OVERRIDES)
+    assert result.returncode == 0, result.log[-5000:]
+    return result
+
+
+def train_rows(result):
+    return {r["step"]: r for r in result.metrics if "reward/mean" in r}
+
+
+def eval_rows(result):
+    return [r for r in result.metrics if "eval/reward_mean" in r]
+
+
+def test_ddp_weights_stay_in_sync_and_match_the_checkpoint(ddp_run):
+    info = [(ddp_run.out_dir / f"done_{rank}.json").read_text() for rank in (0, 1)]
+    assert all('"num_processes": 2' in i and "MULTI_CPU" in i for i in info)
+    rank0, rank1 = ddp_run.weights(0), ddp_run.weights(1)
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    saved = load_file(str(ddp_run.out_dir / "ckpt" / "checkpoint_00004" / "model.safetensors"))
+    assert all(torch.equal(saved[k], rank0[f"lm.{k}"]) for k in saved)
+
+
+def test_ddp_metrics_are_written_once(ddp_run):
+    steps = [r["step"] for r in ddp_run.metrics if "reward/mean" in r]
+    assert steps == [1, 2, 3, 4]
+    assert [r["step"] for r in eval_rows(ddp_run)] == [0, 4]
+
+
+def test_ddp_reward_statistics_equal_the_single_process_computation(ddp_run):
+    """Both processes' scores pooled and scaled in one process give exactly the logged, global statistics."""
+    calls = {rank: [c["scores"] for c in ddp_run.reward_calls(rank) if c["split"] == "train"] for rank in (0, 1)}
+    assert [len(c) for c in calls.values()] == [4, 4]  # 2 rollouts x 2 chunks on each process
+    moments, rows = RunningMoments(), train_rows(ddp_run)
+    for iteration, step in ((0, 1), (1, 3)):
+        pooled = torch.tensor(
+            [s for rank in (0, 1) for call in calls[rank][2 * iteration : 2 * iteration + 2] for s in call],
+            dtype=torch.float64,
+        )
+        assert len(pooled) == 16
+        row = rows[step]
+        assert row["reward/mean"] == pytest.approx(pooled.mean().item(), abs=1e-6)
+        assert row["reward/std"] == pytest.approx(pooled.std(unbiased=False).item(), abs=1e-6)
+        _, running_std = moments.update(pooled.mean().item(), pooled.var(unbiased=False).item(), len(pooled))
+        scaled = scale_scores(pooled.float(), "running", running_std, None, None, 10.0)
+        assert row["reward/scaled_mean"] == pytest.approx(scaled.mean().item(), abs=1e-5)
+
+
+def test_ddp_eval_drops_the_padding_prompts(ddp_run):
+    """5 eval prompts on 2 processes: shares of 3 and 2 (+1 repeat); the repeat is generated but not counted."""
+    evals = {rank: [c["scores"] for c in ddp_run.reward_calls(rank) if c["split"] == "eval"] for rank in (0, 1)}
+    first = evals[0][0] + evals[1][0][:2]  # rank 1's third score is the padding repeat
+    assert len(evals[0][0]) == len(evals[1][0]) == 3
+    assert eval_rows(ddp_run)[0]["eval/reward_mean"] == pytest.approx(sum(first) / 5, abs=1e-6)
+    samples = (ddp_run.out_dir / "ckpt" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 10  # 5 per evaluation, written once
+
+
+def test_ddp_learning_rate_schedule_advances_once_per_step(ddp_run):
+    rows = train_rows(ddp_run)
+    for step in (1, 2, 3, 4):
+        assert rows[step]["optim/lr"] == pytest.approx(1e-2 * (1 - 0.5 * step / 4))
+
+
+def test_deepspeed_zero2_matches_ddp(model_dir, tmp_path, ddp_run):
+    pytest.importorskip("deepspeed")
+    result = run_ppo(model_dir, tmp_path, DDP_OVERRIDES, env={**DEEPSPEED, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})
+    assert result.returncode == 0, result.log[-5000:]
+    assert "DEEPSPEED" in (tmp_path / "done_0.json").read_text()
+    rank0, rank1 = result.weights(0), result.weights(1)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    ours, ddp = train_rows(result), train_rows(ddp_run)
+    for step in (1, 2, 3, 4):
+        for key in ("reward/mean", "kl/mean", "policy/loss", "value/loss", "optim/grad_norm", "optim/lr"):
+            assert ours[step][key] == pytest.approx(ddp[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+
+def test_deepspeed_zero3_generates_in_step_with_a_padding_only_process(model_dir, tmp_path):
+    """ZeRO-3 shards the weights: generation must be synced, and with a single eval prompt the second process
+    evaluates only a padding repeat; the run must neither hang nor count it, and the checkpoint must be whole."""
+    pytest.importorskip("deepspeed")
+    overrides = {"num_eval_prompts": 1}
+    result = run_ppo(model_dir, tmp_path, overrides, env={**DEEPSPEED, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"})
+    assert result.returncode == 0, result.log[-5000:]
+    evals = eval_rows(result)
+    eval_calls = [c for c in result.reward_calls(0) if c["split"] == "eval"]
+    assert evals[0]["eval/reward_mean"] == pytest.approx(eval_calls[0]["scores"][0], abs=1e-6)
+    assert math.isnan(evals[0]["eval/reward_std"] if evals[0]["eval/reward_std"] is not None else math.nan)
+    saved = load_file(str(tmp_path / "ckpt" / "checkpoint_00004" / "model.safetensors"))
+    gathered = result.weights(0)  # the main process's gathered (full) weights
+    assert saved and all(torch.equal(saved[k], gathered[f"lm.{k}"]) for k in saved)
+
+
+def test_fewer_prompts_than_processes_fails_clearly(model_dir, tmp_path):
+    result = run_ppo(model_dir, tmp_path, {"num_prompts": 1})
+    assert result.returncode != 0
+    assert "1 prompt(s) for 2 processes" in result.log
+
+
+def test_accelerate_launch_runs_the_cli_with_the_shipped_zero2_config(model_dir, tmp_path):
+    """`accelerate launch --config_file configs/accelerate/zero2.yaml -m trlx train CONFIG.yml`, unchanged."""
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    (tmp_path / "rewards.py").write_text(
+        "import os, pathlib\n"
+        "def reward(samples, prompts, outputs, **kwargs):\n"
+        f"    pathlib.Path({str(tmp_path)!r}, 'rank_' + os.environ['RANK']).touch()\n"
+        "    return [len(o.split()) / 6 for o in outputs]\n"
+    )
+    (tmp_path / "prompts.txt").write_text("the movie was\nthis film is\ni think it\nthe acting\n")
+    config = {
+        "task": {"reward_fn": f"{tmp_path / 'rewards.py'}:reward", "prompts": str(tmp_path / "prompts.txt")},
+        "model": {"model_path": str(model_dir), "num_layers_unfrozen": -1},
+        "tokenizer": {"tokenizer_path": None},
+        "train": {"seq_length": 24, "batch_size": 2, "total_steps": 1, "eval_interval": 1000},
+        "method": {"num_rollouts": 2, "chunk_size": 2, "ppo_epochs": 1, "gen_kwargs": {"max_new_tokens": 4}},
+    }
+    config["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    accelerate_config = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "zero2.yaml"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(accelerate_config)]
+    cmd += ["--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port())]
+    cmd += ["-m", "trlx", "train", str(tmp_path / "config.yml")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    rows = [r for r in (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines() if '"reward/mean"' in r]
+    assert (tmp_path / "rank_0").is_file() and (tmp_path / "rank_1").is_file()  # two processes did run
+    assert len(rows) == 1  # one step, logged once
+    assert (tmp_path / "ckpt" / "checkpoint_00001" / "model.safetensors").is_file()

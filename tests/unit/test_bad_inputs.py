@@ -1,0 +1,219 @@
+"""Bad inputs fail up front, before any model is loaded, with a message naming the field and the fix.
+
+docs/bad_inputs.md lists each case by id; `test_docs_table_matches_the_tests` keeps the two in sync.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import build_word_tokenizer
+from transformers import GPT2Config
+
+import trlx
+import trlx.trlx
+from trlx.checkpoint import CheckpointError
+from trlx.config import ConfigError
+from trlx.data.default_configs import default_ppo_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# (id, CLI-style overrides, message): what `trlx train CONFIG key=value` (or `config.with_overrides`) reports.
+CONFIG_CASES = [
+    ("batch_size_not_dividing_rollouts", ["train.batch_size=48"], r"train\.batch_size: \(48\) must divide"),
+    ("max_new_tokens_fill_seq_length", ["train.seq_length=40"], r"max_new_tokens: \(40\) must be smaller than"),
+    ("zero_total_steps", ["train.total_steps=0"], r"train\.total_steps: must be a positive integer, got 0"),
+    ("unknown_scheduler", ["scheduler.name=step"], r"scheduler\.name: allowed: constant, linear, cosine_annealing"),
+    ("unknown_optimizer", ["optimizer.name=lion"], r"optimizer\.name: allowed: adamw, adam, sgd; got 'lion'"),
+    ("unknown_field", ["train.batchsize=8"], r"unknown field 'train\.batchsize'; fields of train: .*batch_size"),
+    ("wrong_type", ["train.total_steps=ten"], r"train\.total_steps: must be an integer, got 'ten'"),
+    ("right_padding", ["tokenizer.padding_side=right"], r"tokenizer\.padding_side: allowed: 'left'"),
+    ("ref_scaling_without_std", ["method.scale_reward=ref"], r"method\.ref_std: required when scale_reward=ref"),
+    ("zero_temperature", ["method.gen_kwargs.temperature=0"], r"temperature: must be a positive number"),
+    ("several_samples_per_prompt", ["method.gen_kwargs.num_return_sequences=4"], r"num_return_sequences: must be 1"),
+    ("save_total_limit_zero", ["train.save_total_limit=0"], r"train\.save_total_limit: must be at least 1"),
+    ("no_faults_allowed", ["train.max_consecutive_faults=0"], r"train\.max_consecutive_faults: must be a positive"),
+    ("reward_timeout_zero", ["train.reward_timeout_s=0"], r"train\.reward_timeout_s: must be positive \(seconds\)"),
+    ("negative_kl_max", ["method.kl_max=-1"], r"method\.kl_max: must be positive or None, got -1"),
+    ("empty_resume_path", ["train.resume_from_checkpoint=''"], r"train\.resume_from_checkpoint: must be a checkpoint"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+def test_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        default_ppo_config().with_overrides(overrides)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A model folder with config.json and tokenizer but no weights: any attempt to load the model would fail."""
+    path = tmp_path_factory.mktemp("no-weights")
+    tokenizer = build_word_tokenizer()
+    GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def forbid_model_loading(monkeypatch):
+    def load_causal_lm(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(trlx.trlx, "load_causal_lm", load_causal_lm)
+
+
+def fake_checkpoint(path, state, batch_size=8):
+    """The files `train.resume_from_checkpoint` checks first (contents only matter for state and config)."""
+    path.mkdir(parents=True)
+    for name in ("value_head.safetensors", "optimizer.safetensors", "rng_state_0.safetensors"):
+        (path / name).write_bytes(b"")
+    (path / "trainer_state.json").write_text(json.dumps({"num_processes": 1, "rollout": None, **state}))
+    config = small_config(path.parent).with_overrides([f"train.batch_size={batch_size}"])
+    (path / "trlx_config.yml").write_text(yaml.safe_dump(config.to_dict()))
+    return path
+
+
+def small_config(checkpoint_dir, *overrides):
+    base = [
+        "train.batch_size=4",
+        "train.seq_length=24",
+        "method.num_rollouts=8",
+        "method.chunk_size=8",
+        "method.gen_kwargs.max_new_tokens=6",
+        "tokenizer.tokenizer_path=null",
+        f"train.checkpoint_dir={checkpoint_dir}",
+    ]
+    return default_ppo_config().with_overrides([*base, *overrides])
+
+
+def no_pad_or_eos_tokenizer(tmp_path, model):
+    folder = tmp_path / "tokenizer"
+    tokenizer = build_word_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token = None
+    tokenizer.save_pretrained(folder)
+    (folder / "config.json").write_text((model / "config.json").read_text())
+    return {"config": small_config(tmp_path, f"tokenizer.tokenizer_path={folder}")}
+
+
+# (id, builder(tmp_path, model_folder) -> trlx.train kwargs, exception, message)
+PREFLIGHT_CASES = [
+    (
+        "prompt_too_long",
+        lambda tmp, model: {"prompts": ["good " * 30]},
+        ValueError,
+        r"prompt 0 has 30 tokens but only 18 fit \(train\.seq_length minus method\.gen_kwargs\.max_new_tokens\)",
+    ),
+    ("empty_prompts", lambda tmp, model: {"prompts": []}, ValueError, r"prompts is empty: pass at least one prompt"),
+    (
+        "model_path_missing",
+        lambda tmp, model: {"model_path": str(tmp / "no-such-model")},
+        FileNotFoundError,
+        r"model_path '.*no-such-model' does not exist",
+    ),
+    ("reward_fn_missing", lambda tmp, model: {"reward_fn": None}, ValueError, r"reward_fn is required"),
+    ("reward_fn_not_callable", lambda tmp, model: {"reward_fn": 3.0}, TypeError, r"reward_fn must be callable"),
+    (
+        "stop_sequences_string",
+        lambda tmp, model: {"stop_sequences": "\n"},
+        TypeError,
+        r"stop_sequences must be a list of strings",
+    ),
+    ("tokenizer_without_pad_or_eos", no_pad_or_eos_tokenizer, ValueError, r"has neither a pad nor an eos token"),
+    (
+        "optimizer_kwargs_mismatch",
+        lambda tmp, model: {"config": small_config(tmp, "optimizer.kwargs={lr: 0.001, momentum: 0.9}")},
+        ValueError,
+        r"optimizer\.kwargs \{.*\} do not fit torch adamw",
+    ),
+    (
+        "scheduler_kwargs_mismatch",
+        lambda tmp, model: {"config": small_config(tmp, "scheduler.name=linear", "scheduler.kwargs={T_max: 3}")},
+        ValueError,
+        r"scheduler\.kwargs \{'T_max': 3\} do not fit torch linear",
+    ),
+    (
+        "resume_latest_without_checkpoint",
+        lambda tmp, model: {"config": small_config(tmp, "train.resume_from_checkpoint=latest")},
+        CheckpointError,
+        r"train\.resume_from_checkpoint=latest but .*latest does not exist: no checkpoint has been written",
+    ),
+    (
+        "resume_path_missing",
+        lambda tmp, model: {"config": small_config(tmp, f"train.resume_from_checkpoint={tmp / 'gone'}")},
+        CheckpointError,
+        r"train\.resume_from_checkpoint: checkpoint folder '.*gone' does not exist",
+    ),
+    (
+        "resume_from_model_folder",
+        lambda tmp, model: {"config": small_config(tmp, f"train.resume_from_checkpoint={model}")},
+        CheckpointError,
+        r"is not a complete trlx checkpoint \(missing trainer_state\.json, value_head\.safetensors",
+    ),
+    (
+        "resume_mid_rollout_with_other_batch_size",
+        lambda tmp, model: {
+            "config": small_config(
+                tmp,
+                "train.resume_from_checkpoint="
+                + str(fake_checkpoint(tmp / "c", {"rollout": {"metrics": {}, "minibatch_index": 1}}, batch_size=8)),
+            )
+        },
+        CheckpointError,
+        r"train\.batch_size is 4 but checkpoint .* was saved mid-rollout with 8; resume with train\.batch_size=8",
+    ),
+    (
+        "resume_with_other_process_count",
+        lambda tmp, model: {
+            "config": small_config(
+                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"num_processes": 2}))
+            )
+        },
+        CheckpointError,
+        r"was written by 2 process\(es\) but this run has 1; .* launch with 2 process\(es\)",
+    ),
+    (
+        "resume_from_sharded_optimizer_checkpoint",
+        lambda tmp, model: {
+            "config": small_config(
+                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"optimizer": None}))
+            )
+        },
+        CheckpointError,
+        r"was written under DeepSpeed or FSDP, whose optimizer state is partitioned .* and not saved; exact resume",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "build, error, message", [c[1:] for c in PREFLIGHT_CASES], ids=[c[0] for c in PREFLIGHT_CASES]
+)
+def test_fails_before_model_load(build, error, message, model_folder, tmp_path):
+    kwargs = {
+        "model_path": str(model_folder),
+        "reward_fn": lambda samples: [0.0] * len(samples),
+        "prompts": ["the movie was"],
+        "config": small_config(tmp_path),
+        **build(tmp_path, model_folder),
+    }
+    with pytest.raises(error, match=message):
+        trlx.train(**kwargs)
+
+
+def test_docs_table_matches_the_tests():
+    """Every row of docs/bad_inputs.md names a test that exists, and every case here has a row."""
+    doc = (ROOT / "docs" / "bad_inputs.md").read_text()
+    references = re.findall(r"`(tests/[\w/]+\.py)::(\w+)(?:\[(\w+)\])?`", doc)
+    assert references, "docs/bad_inputs.md names no tests"
+    for file, function, case in references:
+        source = (ROOT / file).read_text()
+        names = {node.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)}
+        assert function in names, f"docs/bad_inputs.md names {file}::{function}, which does not exist"
+        assert case is None or f'"{case}"' in source, f"{file}::{function} has no case {case!r}"
+    documented = {(function, case) for _, function, case in references}
+    for function, cases in (("test_config_error", CONFIG_CASES), ("test_fails_before_model_load", PREFLIGHT_CASES)):
+        missing = [c[0] for c in cases if (function, c[0]) not in documented]
+        assert not missing, f"cases without a row in docs/bad_inputs.md: {missing}"

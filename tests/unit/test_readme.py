@@ -1,0 +1,29 @@
+"""The README's promises: two set-up commands first, and a config reference that matches the code."""
+
+import re
+from pathlib import Path
+
+from trlx.config import README_MARKERS, config_reference_markdown
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+
+
+def test_config_reference_is_in_sync():
+    text = README.read_text()
+    start, end = README_MARKERS
+    table = text.split(start)[1].split(end)[0].strip()
+    assert table == config_reference_markdown(), (
+        "README config table is stale: run "
+        "python -c 'from trlx.config import update_readme_reference; update_readme_reference()'"
+    )
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
