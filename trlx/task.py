@@ -57,9 +57,12 @@ def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any
             for lineno, line in enumerate(path.read_text().splitlines(), start=1):
                 if line.strip():
                     try:
-                        out.append(json.loads(line))
+                        record = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                    if not isinstance(record, str) and not (isinstance(record, dict) and "prompt" in record):
+                        raise ValueError(f'{path}:{lineno}: expected a JSON string or an object with a "prompt" key')
+                    out.append(record)
             return out
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))

@@ -175,8 +175,8 @@ def test_label_cli_rejects_bad_arguments(tmp_path, capsys):
         label_main([*base, "--num-candidates", "1"])
     assert exit_info.value.code == 2 and "--num-candidates must be >= 2" in capsys.readouterr().err
     console = quiet_console()
-    assert label_main([*base[:3], str(tmp_path / "p.csv"), *base[4:]], console=console) == 2
-    assert "got '.csv'" in console.file.getvalue()
+    assert label_main([*base[:3], str(tmp_path / "missing.csv"), *base[4:]], console=console) == 2
+    assert "prompts file not found" in console.file.getvalue()
 
 
 def test_load_prompts_errors_name_the_line(tmp_path):
@@ -188,7 +188,7 @@ def test_load_prompts_errors_name_the_line(tmp_path):
     bad.write_text('{"prompt": "ok"}\n{"text": 1}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"p\.jsonl:2: "):
         load_prompts(bad)
-    with pytest.raises(ValueError, match=r"\.csv"):
+    with pytest.raises(FileNotFoundError, match=r"p\.csv"):
         load_prompts(tmp_path / "p.csv")
 
 

@@ -19,36 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trlx.data.prompts import to_prompts
 from trlx.feedback.label import run_labelling_session, sample_candidates
 from trlx.feedback.store import append_json_line
+from trlx.task import load_prompts as load_prompt_source
 
 __all__ = ["label_main", "load_prompts", "train_rm_main"]
 
 
 def load_prompts(path: str | Path, limit: int | None = None) -> list[str]:
-    """Prompts from a .txt file (one per non-blank line) or a .jsonl file (``{"prompt": ...}`` or a string per line).
-
-    Repeated prompts are kept once, in first-seen order.
-    """
-    path = Path(path)
-    if path.suffix not in (".txt", ".jsonl"):
-        raise ValueError(f"{path}: prompts must be a .txt (one per line) or .jsonl file, got {path.suffix!r}")
-    prompts: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".txt":
-            prompts.append(line)
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not JSON: {err}") from err
-        prompt = record.get("prompt") if isinstance(record, dict) else record
-        if not isinstance(prompt, str):
-            raise ValueError(f'{path}:{lineno}: expected {{"prompt": "..."}} or a JSON string')
-        prompts.append(prompt)
-    prompts = list(dict.fromkeys(prompts))
+    """Prompt strings from a prompts file (.txt, .jsonl or .csv, as for `trlx train`); repeats kept once, in order."""
+    prompts = list(dict.fromkeys(p.text for p in to_prompts(load_prompt_source(str(path)), str(path))))
     return prompts[:limit] if limit is not None else prompts
 
 
