@@ -114,6 +114,21 @@ def test_ddp_learning_rate_schedule_advances_once_per_step(ddp_run):
         assert rows[step]["optim/lr"] == pytest.approx(1e-2 * (1 - 0.5 * step / 4))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [{"model.reference": "hydra", "model.num_layers_unfrozen": 1}, {"model.peft_config": {"r": 4, "lora_alpha": 8}}],
+    ids=["hydra", "lora"],
+)
+def test_ddp_with_memory_light_references(model_dir, tmp_path, overrides):
+    pytest.importorskip("peft")
+    result = run_ppo(model_dir, tmp_path, overrides)
+    assert result.returncode == 0, result.log[-5000:]
+    rank0, rank1 = result.weights(0), result.weights(1)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert abs(train_rows(result)[1]["kl/mean"]) < 1e-6  # the reference is the initial policy on both processes
+
+
 def test_deepspeed_zero2_matches_ddp(model_dir, tmp_path, ddp_run):
     pytest.importorskip("deepspeed")
     result = run_ppo(model_dir, tmp_path, DDP_OVERRIDES, env={**DEEPSPEED, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})
