@@ -82,3 +82,28 @@ class RolloutBatch:
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         return RolloutBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @classmethod
+    def concat(cls, chunks: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+        """Stack rollout chunks whose prompt (left-padded) and response (right-padded) widths differ."""
+        if len(chunks) == 1:
+            return chunks[0]
+        widths = {
+            "query": max(c.query_ids.shape[1] for c in chunks),
+            "response": max(c.response_ids.shape[1] for c in chunks),
+        }
+
+        def pad(name: str, t: Tensor) -> Tensor:
+            if t.dim() == 1:
+                return t
+            value = pad_id if name.endswith("_ids") else 0
+            if name.startswith("query"):
+                return torch.nn.functional.pad(t, (widths["query"] - t.shape[1], 0), value=value)
+            return torch.nn.functional.pad(t, (0, widths["response"] - t.shape[1]), value=value)
+
+        return cls(**{f.name: torch.cat([pad(f.name, getattr(c, f.name)) for c in chunks]) for f in fields(cls)})
+
+
+def right_pad_cat(tensors: list[Tensor], width: int) -> Tensor:
+    """Right-pad (B_i, R_i) tensors with zeros to (B_i, width) and stack them into (sum B_i, width)."""
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors])

@@ -45,7 +45,7 @@ from trlx.models.reference import Reference
 from trlx.rewards.scoring import NonFiniteRewardError, call_with_accepted_kwargs, compute_scores, reward_kwargs
 from trlx.rollout.generation import generate, generation_config
 from trlx.rollout.scoring import score_response
-from trlx.types import Generation, RolloutBatch
+from trlx.types import Generation, RolloutBatch, right_pad_cat
 
 MetricFn = Callable[..., dict[str, Any]]
 
@@ -227,9 +227,9 @@ class PPOTrainer:
         # All processes agree before the next collective, or one skipping would leave the others waiting.
         if any_process(self.accelerator, problem is not None):
             raise NumericalFault(problem or "another process saw a non-finite reward or log-prob")
-        rollout = concat_padded(chunks, self.tokenizer.pad_token_id)
+        rollout = RolloutBatch.concat(chunks, self.tokenizer.pad_token_id)
         scores = torch.cat(raw_scores)
-        dense = None if dense_scores[0] is None else pad_cat([d for d in dense_scores], rollout.response_ids.shape[1])
+        dense = None if dense_scores[0] is None else right_pad_cat(dense_scores, rollout.response_ids.shape[1])
         mask = rollout.response_mask
 
         # Population variance: RunningMoments applies the n-1 correction itself (as trlX does).
@@ -502,35 +502,3 @@ class PPOTrainer:
         save_trainer(self, dest)
         self.accelerator.wait_for_everyone()
 
-
-def concat_padded(chunks: list[RolloutBatch], pad_id: int) -> RolloutBatch:
-    """Concatenate rollout chunks whose prompts (left-padded) and responses (right-padded) differ in length."""
-    if len(chunks) == 1:
-        return chunks[0]
-    p = max(c.query_ids.shape[1] for c in chunks)
-    r = max(c.response_ids.shape[1] for c in chunks)
-
-    def left(t: Tensor, value: float) -> Tensor:
-        return torch.nn.functional.pad(t, (p - t.shape[1], 0), value=value)
-
-    def right(t: Tensor, value: float = 0.0) -> Tensor:
-        return torch.nn.functional.pad(t, (0, r - t.shape[1]), value=value)
-
-    return RolloutBatch(
-        query_ids=torch.cat([left(c.query_ids, pad_id) for c in chunks]),
-        query_mask=torch.cat([left(c.query_mask, 0) for c in chunks]),
-        response_ids=torch.cat([right(c.response_ids, pad_id) for c in chunks]),
-        response_mask=torch.cat([right(c.response_mask) for c in chunks]),
-        logprobs=torch.cat([right(c.logprobs) for c in chunks]),
-        ref_logprobs=torch.cat([right(c.ref_logprobs) for c in chunks]),
-        values=torch.cat([right(c.values) for c in chunks]),
-        rewards=torch.cat([right(c.rewards) for c in chunks]),
-        advantages=torch.cat([right(c.advantages) for c in chunks]),
-        returns=torch.cat([right(c.returns) for c in chunks]),
-        scores=torch.cat([c.scores for c in chunks]),
-    )
-
-
-def pad_cat(tensors: list[Tensor], width: int) -> Tensor:
-    """Right-pad (B_i, R_i) tensors with zeros to (B_i, width) and stack them into (sum B_i, width)."""
-    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors])
