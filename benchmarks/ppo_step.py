@@ -24,22 +24,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from common import PROMPTS  # noqa: E402
 
 from trlx.data.default_configs import default_ppo_config  # noqa: E402
 from trlx.rewards.scoring import compute_scores  # noqa: E402
 from trlx.rollout.scoring import score_response  # noqa: E402
 from trlx.trlx import make_trainer  # noqa: E402
-
-PROMPTS = [
-    "The movie was",
-    "I went to see this film because",
-    "The acting in this one",
-    "Honestly, the plot",
-    "My favourite scene is when",
-    "The director clearly",
-    "After the first hour",
-    "This is the kind of film that",
-]
 
 
 def tiny_model(folder: Path) -> Path:

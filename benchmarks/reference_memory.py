@@ -31,17 +31,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from common import PROMPTS  # noqa: E402
 
-PROMPTS = [
-    "The movie was",
-    "I went to see this film because",
-    "The acting in this one",
-    "Honestly, the plot",
-    "My favourite scene is when",
-    "The director clearly",
-    "After the first hour",
-    "This is the kind of film that",
-]
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 MODES = ("copy", "hydra", "lora")
 

@@ -27,25 +27,9 @@ DDP_OVERRIDES = {
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from conftest import build_word_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from conftest import save_tiny_gpt2
 
-    tokenizer = build_word_tokenizer()
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-        n_positions=64,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("model") / "tiny-gpt2"
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_gpt2(tmp_path_factory.mktemp("model") / "tiny-gpt2")
 
 
 @pytest.fixture(scope="module")
