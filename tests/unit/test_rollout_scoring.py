@@ -60,3 +60,12 @@ def test_temperature_scales_logits(tiny_gpt2_path):
     )
     expected = torch.log_softmax(logits[0, 1:3] / 2.0, -1).gather(-1, response[0][:, None]).squeeze(-1)
     torch.testing.assert_close(hot[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_generation_uses_the_kv_cache_and_exact_sampling_defaults(tiny_gpt2_path):
+    tokenizer = load_tokenizer(str(tiny_gpt2_path))
+    config = generation_config(tokenizer, {"max_new_tokens": 5, "temperature": 0.7})
+    assert config.use_cache is True
+    # A checkpoint's own generation_config (often top_p < 1) must not change what PPO's log-probs describe.
+    assert (config.top_k, config.top_p, config.do_sample, config.temperature) == (0, 1.0, True, 0.7)
+    assert config.pad_token_id == tokenizer.pad_token_id and config.eos_token_id == tokenizer.eos_token_id
