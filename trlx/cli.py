@@ -30,8 +30,9 @@ def train_main(argv: list[str]) -> int:
     import trlx
 
     trainer = trlx.train(config=config)
-    # Leave the process group together: under DeepSpeed a process exiting while another still tears down its
-    # communication threads can abort at interpreter exit.
+    # Leave the process group together: a process exiting while another still tears down its communication
+    # threads can abort (DeepSpeed) or hang (gloo: about one 2-process CPU run in six without the barrier).
+    trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     return 0
 

@@ -50,5 +50,11 @@ def run_ppo(
     cmd = [str(TORCHRUN), f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
     cmd += [str(RUNNER), str(model_dir), str(out_dir), json.dumps(overrides)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:  # ppo_run.py dumps stacks after TRLX_TEST_HANG_S; show them
+        output = "".join(
+            x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)
+        )
+        raise AssertionError(f"torchrun did not finish in 300 s:\n{output[-6000:]}") from None
     return RunResult(out_dir, proc.returncode, proc.stdout + proc.stderr)

@@ -9,12 +9,15 @@ Besides the usual checkpoint folder, every process writes to OUT_DIR:
   weights_<rank>.safetensors   its policy weights (language model and value head) after training
 """
 
+import faulthandler
 import json
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A hung collective would otherwise only show up as the launcher's timeout: dump every thread's stack and exit.
+faulthandler.dump_traceback_later(int(os.environ.get("TRLX_TEST_HANG_S", "240")), exit=True)
 
 from safetensors.torch import save_file  # noqa: E402
 
@@ -72,6 +75,7 @@ def main() -> None:
     (out_dir / f"done_{rank}.json").write_text(json.dumps(info))
     # Leave the process group together: a process exiting while another still tears down its (gloo/DeepSpeed)
     # threads can abort at interpreter exit.
+    accelerator.wait_for_everyone()  # without it, about one run in six hung in gloo teardown
     accelerator.end_training()
 
 

@@ -179,7 +179,7 @@ def test_accelerate_launch_runs_the_cli_with_the_shipped_zero2_config(model_dir,
     cmd += ["--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port())]
     cmd += ["-m", "trlx", "train", str(tmp_path / "config.yml")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     rows = [r for r in (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines() if '"reward/mean"' in r]
     assert (tmp_path / "rank_0").is_file() and (tmp_path / "rank_1").is_file()  # two processes did run
