@@ -112,7 +112,6 @@ def make_trainer(
     # Every process checks all prompts (so a bad one fails everywhere at once), then keeps its own share.
     train_prompts = PromptPipeline(to_prompts(prompts, "prompts"), tokenizer, max_prompt_length)
     train_prompts = train_prompts.select(shard(range(len(train_prompts)), accelerator, "prompts"))
-    eval_pipeline = None
     if eval_prompts is None:
         eval_prompts = list(prompts)[: config.train.batch_size]
     eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length)
