@@ -11,9 +11,7 @@ Prints a table and writes JSON (default benchmarks/results/ppo_step.json). Times
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -24,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from common import PROMPTS  # noqa: E402
+from common import PROMPTS, report  # noqa: E402
 
 from trlx.data.default_configs import default_ppo_config  # noqa: E402
 from trlx.rewards.scoring import compute_scores  # noqa: E402
@@ -161,22 +159,7 @@ def main() -> None:
         "update_tokens_per_s",
         "peak_rss_mib",
     ]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in results:
-        print("| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-    }
-    out.write_text(json.dumps({"machine": machine, "batch": args.batch, "results": results}, indent=2))
-    print(f"wrote {out}")
+    report(header, results, args.out, batch=args.batch)
 
 
 if __name__ == "__main__":

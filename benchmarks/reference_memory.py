@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from common import PROMPTS  # noqa: E402
+from common import PROMPTS, report  # noqa: E402
 
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 MODES = ("copy", "hydra", "lora")
@@ -163,21 +162,8 @@ def main() -> None:
     header += ["rollout_s", "update_s", "step_s", "step_median_s", "first_kl"]
     if any("peak_cuda_mib" in r for r in results):
         header.append("peak_cuda_mib")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in results:
-        print("| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpus": os.cpu_count(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-    }
     settings = {k: getattr(args, k) for k in ("layers", "batch", "new_tokens", "iterations", "threads")}
-    out.write_text(json.dumps({"machine": machine, "settings": settings, "lora": LORA, "results": results}, indent=2))
-    print(f"wrote {out}")
+    report(header, results, args.out, settings=settings, lora=LORA)
 
 
 if __name__ == "__main__":
