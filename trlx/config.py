@@ -157,7 +157,9 @@ class ModelConfig:
             f"must be -1 (all layers) or a positive count, got {self.num_layers_unfrozen}",
         )
         _require(
-            self.reference in REFERENCES, "model.reference", f"allowed: copy, hydra, lora, None; got {self.reference!r}"
+            self.reference in REFERENCES,
+            "model.reference",
+            f"allowed: copy, hydra, lora, None; got {self.reference!r}",
         )
         _require(
             self.reference != "hydra" or self.num_layers_unfrozen > 0,
@@ -346,7 +348,9 @@ class TaskConfig:
     metric_fn: str | None = doc("Optional eval metric function, named like reward_fn.", None)
     prompts: str | None = doc("Prompt source: a .txt (one per line), .jsonl or .csv file, or `module:attr`.", None)
     eval_prompts: str | None = doc("Eval prompt source, like prompts (None: the first batch of prompts).", None)
-    stop_sequences: list[str] = doc("Strings that end a continuation (cut from the output text).", default_factory=list)
+    stop_sequences: list[str] = doc(
+        "Strings that end a continuation (cut from the output text).", default_factory=list
+    )
 
     def __post_init__(self) -> None:
         _require(

@@ -39,7 +39,10 @@ def test_prompt_longer_than_seq_length(tiny_gpt2_path, tmp_path, no_model_loadin
     long_prompt = " ".join(["good"] * 40)
     with pytest.raises(ValueError, match="prompt 1 has 40 tokens but only 24 fit"):
         trlx.train(
-            str(tiny_gpt2_path), reward_fn=good_word_reward, prompts=["ok", long_prompt], config=tiny_ppo_config(tmp_path)
+            str(tiny_gpt2_path),
+            reward_fn=good_word_reward,
+            prompts=["ok", long_prompt],
+            config=tiny_ppo_config(tmp_path),
         )
 
 

@@ -49,7 +49,10 @@ def test_dotted_evolve():
         ({"tokenizer": {"padding_side": "right"}}, "tokenizer.padding_side: allowed: 'left'"),
         ({"method": {"gen_kwargs": {"max_new_tokens": 0}}}, "method.gen_kwargs.max_new_tokens"),
         ({"method": {"gen_kwargs": {"max_new_tokens": 8, "temperature": 0}}}, "method.gen_kwargs.temperature"),
-        ({"train": {"seq_length": 16}, "method": {"gen_kwargs": {"max_new_tokens": 16}}}, "smaller than train.seq_length"),
+        (
+            {"train": {"seq_length": 16}, "method": {"gen_kwargs": {"max_new_tokens": 16}}},
+            "smaller than train.seq_length",
+        ),
         ({"train": {"batch_size": 3}, "method": {"num_rollouts": 8}}, "train.batch_size: (3) must divide"),
         ({"task": {"stop_sequences": [""]}}, "task.stop_sequences"),
     ],

@@ -27,7 +27,9 @@ def test_padded_and_unpadded_prompts_score_the_same(tiny_gpt2_path):
     both, alone = pipeline.batch([0, 1]), pipeline.batch([0])
     assert both.attention_mask[0].sum() < both.attention_mask.shape[1]  # row 0 really is padded
     lp_both, _ = score_response(reference_forward(model), both.input_ids, both.attention_mask, response, mask)
-    lp_alone, _ = score_response(reference_forward(model), alone.input_ids, alone.attention_mask, response[:1], mask[:1])
+    lp_alone, _ = score_response(
+        reference_forward(model), alone.input_ids, alone.attention_mask, response[:1], mask[:1]
+    )
     torch.testing.assert_close(lp_both[0], lp_alone[0], atol=1e-5, rtol=1e-5)
 
 

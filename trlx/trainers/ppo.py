@@ -501,4 +501,3 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
         save_trainer(self, dest)
         self.accelerator.wait_for_everyone()
-
