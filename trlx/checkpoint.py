@@ -479,7 +479,3 @@ def truncate_lines(path: Path, rows: int) -> None:
     tmp = path.with_name(f".{path.name}-{os.getpid()}")
     tmp.write_bytes(kept)
     os.replace(tmp, path)
-
-
-def tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
