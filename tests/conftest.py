@@ -152,3 +152,15 @@ def write_separable_comparisons(path, n, seed=0, with_ties=False):
         append_comparison(path, Comparison(prompt=rng.choice(OPENINGS), candidates=candidates, choice=int(flip)))
         if with_ties and i % 8 == 0:
             append_comparison(path, Comparison(prompt="the plot", candidates=[good, bad], choice=None, tie=True))
+
+
+def separable_rm_config(tmp_path: Path, backbone: Path, with_ties: bool = False, **overrides):
+    """64 separable comparisons written to tmp_path and a RewardModelConfig that learns them in seconds."""
+    from trlx.rewards.train_rm import RewardModelConfig
+
+    comparisons = tmp_path / "prefs.jsonl"
+    write_separable_comparisons(comparisons, 64, with_ties=with_ties)
+    settings = {"lr": 3e-3, "epochs": 4, "batch_size": 16, "eval_fraction": 0.25, **overrides}
+    return RewardModelConfig(
+        backbone=str(backbone), comparisons=str(comparisons), output_dir=str(tmp_path / "rm"), **settings
+    )

@@ -1,27 +1,16 @@
 """PPO against a learned reward model (Ziegler et al. 2019's loop on tiny models): comparisons -> RM -> PPO."""
 
-from conftest import TINY_PROMPTS, tiny_ppo_config, write_separable_comparisons
+from conftest import TINY_PROMPTS, separable_rm_config, tiny_ppo_config
 
 import trlx
 from trlx.logging import read_metrics
 from trlx.rewards.combine import CombinedReward, RewardComponent
 from trlx.rewards.reward_model import RewardModel
-from trlx.rewards.train_rm import RewardModelConfig, train_reward_model
+from trlx.rewards.train_rm import train_reward_model
 
 
 def test_ppo_improves_a_trained_reward_model_score(tmp_path, tiny_bert_path, tiny_gpt2_path):
-    comparisons = tmp_path / "prefs.jsonl"
-    write_separable_comparisons(comparisons, 64)
-    rm_config = RewardModelConfig(
-        backbone=str(tiny_bert_path),
-        comparisons=str(comparisons),
-        output_dir=str(tmp_path / "rm"),
-        lr=3e-3,
-        epochs=4,
-        batch_size=16,
-        eval_fraction=0.25,
-    )
-    _, rm_metrics = train_reward_model(rm_config)
+    _, rm_metrics = train_reward_model(separable_rm_config(tmp_path, tiny_bert_path))
     assert rm_metrics["eval_accuracy"] >= 0.9
 
     # What PPO uses is the saved model, reloaded as any user would.

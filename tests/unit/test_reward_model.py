@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REFERENCE, write_separable_comparisons
+from conftest import REFERENCE, separable_rm_config, write_separable_comparisons
 from rich.console import Console
 from transformers import BartConfig, BertConfig, GPT2Config
 
@@ -34,18 +34,7 @@ def test_infer_pooling_from_config():
 
 
 def test_trained_reward_model_ranks_held_out_comparisons(tmp_path, tiny_bert_path):
-    comparisons = tmp_path / "prefs.jsonl"
-    write_separable_comparisons(comparisons, 64, with_ties=True)
-    config = RewardModelConfig(
-        backbone=str(tiny_bert_path),
-        comparisons=str(comparisons),
-        output_dir=str(tmp_path / "rm"),
-        lr=3e-3,
-        epochs=4,
-        batch_size=16,
-        eval_fraction=0.25,
-        log_every=2,
-    )
+    config = separable_rm_config(tmp_path, tiny_bert_path, with_ties=True, log_every=2)
     untrained = RewardModel.from_backbone(tiny_bert_path)
     model, metrics = train_reward_model(config)
     assert metrics["eval_accuracy"] >= 0.9
