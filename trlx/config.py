@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from trlx.rollout.options import gen_kwargs_problem
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or not allowed."""
@@ -268,17 +270,23 @@ class PPOConfig:
     cliprange_value: float = doc("Value clip around the rollout's value estimate.", 0.2)
     vf_coef: float = doc("Weight of the value loss.", 1.0)
     scale_reward: str | None = doc(
-        "Score scaling: ignored/None, running (by running std), ref (by ref_std).", "ignored"
+        "Score scaling: ignored/None; running (divide by the std of all scores seen so far); ref (by ref_std).",
+        "ignored",
     )
-    ref_mean: float | None = doc("Subtracted from scores before scaling (None: nothing).", None)
-    ref_std: float | None = doc("Divides scores when scale_reward=ref.", None)
-    cliprange_reward: float | None = doc("Clip scores to +-this value after scaling (None: no clip).", 10.0)
+    ref_mean: float | None = doc("Subtracted from each sequence's score before scaling (None: nothing).", None)
+    ref_std: float | None = doc(
+        "Divides scores when scale_reward=ref; None: the std of the first rollout's scores (as trlX).", None
+    )
+    cliprange_reward: float | None = doc(
+        "Clip scores (each token's, for dense rewards) to +-this value after scaling (None: no clip).", 10.0
+    )
     whiten_advantages: bool = doc("Whiten advantages over the rollout (masked, global across processes).", True)
     kl_max: float | None = doc(
         "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
     )
     gen_kwargs: dict[str, Any] = doc(
-        "Sampling arguments of `generate` (max_new_tokens, temperature, top_k, top_p, do_sample).",
+        "Sampling options: max_new_tokens, min_new_tokens, temperature, top_k, top_p, eos_token_id (the README's "
+        "sampling table lists what each does and what is refused); nothing comes from generation_config.json.",
         default_factory=lambda: {"max_new_tokens": 40, "top_k": 0, "top_p": 1.0, "do_sample": True},
     )
 
@@ -294,7 +302,7 @@ class PPOConfig:
             f"allowed: ignored, running, ref, None; got {self.scale_reward!r}",
         )
         _require(
-            self.scale_reward != "ref" or self.ref_std is not None, "method.ref_std", "required when scale_reward=ref"
+            self.ref_std is None or self.ref_std > 0, "method.ref_std", f"must be positive or None, got {self.ref_std}"
         )
         _require(
             self.kl_estimator in KL_ESTIMATORS,
@@ -317,24 +325,9 @@ class PPOConfig:
             "method.cliprange_reward",
             f"must be positive or None, got {self.cliprange_reward}",
         )
-        max_new = self.gen_kwargs.get("max_new_tokens")
-        _require(
-            isinstance(max_new, int) and max_new > 0,
-            "method.gen_kwargs.max_new_tokens",
-            f"must be a positive integer, got {max_new!r}",
-        )
-        copies = self.gen_kwargs.get("num_return_sequences", 1)
-        _require(
-            copies == 1,
-            "method.gen_kwargs.num_return_sequences",
-            f"must be 1: each prompt is sampled once per rollout (repeat a prompt to sample it more), got {copies!r}",
-        )
-        temperature = self.gen_kwargs.get("temperature", 1.0)
-        _require(
-            isinstance(temperature, (int, float)) and temperature > 0,
-            "method.gen_kwargs.temperature",
-            f"must be a positive number, got {temperature!r}",
-        )
+        problem = gen_kwargs_problem(self.gen_kwargs)
+        if problem is not None:
+            raise ConfigError(f"method.gen_kwargs.{problem[0]}: {problem[1]}")
 
 
 @dataclass
@@ -531,20 +524,28 @@ def config_reference_markdown() -> str:
 
 
 README_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:end -->")
+SAMPLING_MARKERS = ("<!-- sampling-options:start -->", "<!-- sampling-options:end -->")
+
+
+def readme_tables() -> dict[tuple[str, str], str]:
+    """The README's generated tables by their (start, end) markers."""
+    from trlx.rollout.options import sampling_options_markdown
+
+    return {README_MARKERS: config_reference_markdown(), SAMPLING_MARKERS: sampling_options_markdown()}
 
 
 def update_readme_reference(readme: str | Path = "README.md") -> bool:
-    """Rewrite the config table between the README markers; True if the file changed.
+    """Rewrite the generated tables between the README markers; True if the file changed.
 
     Run `python -c "from trlx.config import update_readme_reference; update_readme_reference()"` after
-    adding or documenting a field.
+    adding or documenting a field or a sampling option.
     """
     path = Path(readme)
-    text = path.read_text()
-    start, end = README_MARKERS
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    updated = f"{head}{start}\n{config_reference_markdown()}\n{end}{tail}"
-    if updated != text:
-        path.write_text(updated)
-    return updated != text
+    text = original = path.read_text()
+    for (start, end), table in readme_tables().items():
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = f"{head}{start}\n{table}\n{end}{tail}"
+    if text != original:
+        path.write_text(text)
+    return text != original

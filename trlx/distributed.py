@@ -50,6 +50,13 @@ def global_mean(accelerator: Accelerator, x: Tensor) -> float:
     return total / max(count, 1.0)
 
 
+def global_max(accelerator: Accelerator, value: Tensor) -> float:
+    """The largest element of a scalar tensor over every process."""
+    if accelerator.num_processes == 1:
+        return float(value)
+    return float(accelerator.reduce(value.reshape(1).float().to(accelerator.device), reduction="max").cpu())
+
+
 def make_accelerator(train: TrainConfig) -> Accelerator:
     """The run's Accelerator: precision and accumulation from the config, the engine from `accelerate launch`.
 
@@ -168,30 +175,31 @@ def params_sharded(accelerator: Accelerator) -> bool:
 
 
 @contextlib.contextmanager
-def full_params_for_generation(accelerator: Accelerator, model: torch.nn.Module) -> Iterator[dict[str, Any]]:
-    """Yield extra `generate` kwargs, with the parameters a bare `lm.generate` needs gathered for its duration.
+def full_params_for_generation(accelerator: Accelerator, model: torch.nn.Module) -> Iterator[bool]:
+    """Make the parameters a bare decode loop on the inner LM needs available; yield whether the loop must run in
+    step with the other processes (stop only when all have finished).
 
     ZeRO-3 gathers each layer's shards on the fly in its forward hooks, so every process must keep calling
-    forward until all have finished sampling: `synced_gpus=True`. FSDP also gathers per wrapped block, but the
-    root module's own parameters (embeddings, head) are only gathered by the root's forward, which generating
-    from the inner LM skips, so they are gathered here (without the nested blocks).
+    forward until all have finished sampling. FSDP also gathers per wrapped block, but the root module's own
+    parameters (embeddings, head) are only gathered by the root's forward, which generating from the inner LM
+    skips, so they are gathered here (without the nested blocks).
     """
     if zero_stage(accelerator) == 3:
-        yield {"synced_gpus": True}
+        yield True
     elif accelerator.distributed_type == DistributedType.FSDP:
         if hasattr(model, "unshard"):  # FSDP2 (fully_shard)
             model.unshard()
             try:
-                yield {"synced_gpus": True}
+                yield True
             finally:
                 model.reshard()
         else:
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
             with FSDP.summon_full_params(model, writeback=False, recurse=False):
-                yield {"synced_gpus": True}
+                yield True
     else:
-        yield {}
+        yield False
 
 
 @contextlib.contextmanager

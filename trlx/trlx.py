@@ -16,7 +16,13 @@ from trlx.distributed import (
     shard,
     shard_padded,
 )
-from trlx.models.policy import PolicyWithValueHead, check_model_path, load_causal_lm, load_tokenizer
+from trlx.models.policy import (
+    PolicyWithValueHead,
+    check_model_path,
+    check_tokenizer_fits,
+    load_causal_lm,
+    load_tokenizer,
+)
 from trlx.models.reference import build_policy_and_reference
 from trlx.preflight import preflight
 from trlx.task import load_function, load_prompts
@@ -106,6 +112,7 @@ def make_trainer(
     tokenizer = load_tokenizer(
         config.tokenizer.tokenizer_path or config.model.model_path, config.tokenizer.truncation_side
     )
+    check_tokenizer_fits(tokenizer, config.model.model_path, config.tokenizer.tokenizer_path)
     max_prompt_length = config.train.seq_length - config.method.gen_kwargs["max_new_tokens"]
     if prompts is None:
         prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size

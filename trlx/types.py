@@ -35,12 +35,15 @@ class Generation:
     response_ids: (B, R) long, right-padded with the pad token.
     response_mask: (B, R) long, 1 on kept response tokens (a prefix of each row).
     outputs: the B decoded continuations (stop sequence removed).
+    logprobs: (B, R) float log-prob of each kept token under the distribution that drew it (0 on padding), or
+        None when the engine does not report it.
     """
 
     prompt: PromptBatch
     response_ids: Tensor
     response_mask: Tensor
     outputs: list[str]
+    logprobs: Tensor | None = None
 
     @property
     def samples(self) -> list[str]:
@@ -53,7 +56,7 @@ class RolloutBatch:
 
     query_ids, query_mask: (B, P) left-padded prompt tokens and mask.
     response_ids, response_mask: (B, R) right-padded response tokens and mask (float 1/0).
-    logprobs: (B, R) log pi_old(a_t | s_t) at the sampling temperature.
+    logprobs: (B, R) log pi_old(a_t | s_t) under the sampling distribution (`trlx.algorithms.sampling`).
     ref_logprobs: (B, R) the frozen reference's log-probs of the same tokens.
     values: (B, R) value-head estimates V(s_t) from the rollout policy.
     rewards: (B, R) per-token rewards: -kl_coef * KL plus the score on the last token (or dense scores).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import build_word_tokenizer
+from conftest import TINY_WORDS, build_word_tokenizer
 from transformers import GPT2Config
 
 import trlx
@@ -31,7 +31,22 @@ CONFIG_CASES = [
     ("unknown_field", ["train.batchsize=8"], r"unknown field 'train\.batchsize'; fields of train: .*batch_size"),
     ("wrong_type", ["train.total_steps=ten"], r"train\.total_steps: must be an integer, got 'ten'"),
     ("right_padding", ["tokenizer.padding_side=right"], r"tokenizer\.padding_side: allowed: 'left'"),
-    ("ref_scaling_without_std", ["method.scale_reward=ref"], r"method\.ref_std: required when scale_reward=ref"),
+    ("negative_ref_std", ["method.scale_reward=ref", "method.ref_std=-1"], r"method\.ref_std: must be positive"),
+    (
+        "sampling_option_not_scored",
+        ["method.gen_kwargs.repetition_penalty=1.2"],
+        r"method\.gen_kwargs\.repetition_penalty: not supported: .* in a way trlx does not score; supported options",
+    ),
+    (
+        "greedy_decoding",
+        ["method.gen_kwargs.do_sample=false"],
+        r"method\.gen_kwargs\.do_sample: must be true: greedy decoding is not a stochastic policy",
+    ),
+    (
+        "unknown_sampling_option",
+        ["method.gen_kwargs.tempreature=0.7"],
+        r"method\.gen_kwargs\.tempreature: unknown sampling option; supported options: max_new_tokens",
+    ),
     ("zero_temperature", ["method.gen_kwargs.temperature=0"], r"temperature: must be a positive number"),
     ("several_samples_per_prompt", ["method.gen_kwargs.num_return_sequences=4"], r"num_return_sequences: must be 1"),
     ("save_total_limit_zero", ["train.save_total_limit=0"], r"train\.save_total_limit: must be at least 1"),
@@ -99,6 +114,20 @@ def no_pad_or_eos_tokenizer(tmp_path, model):
     return {"config": small_config(tmp_path, f"tokenizer.tokenizer_path={folder}")}
 
 
+def tokenizer_folder(tmp_path, words):
+    folder = tmp_path / "other-tokenizer"
+    build_word_tokenizer(words).save_pretrained(folder)
+    return {"config": small_config(tmp_path, f"tokenizer.tokenizer_path={folder}")}
+
+
+def larger_tokenizer(tmp_path, model):
+    return tokenizer_folder(tmp_path, [*TINY_WORDS, "extra", "words"])
+
+
+def other_vocabulary(tmp_path, model):
+    return tokenizer_folder(tmp_path, list(reversed(TINY_WORDS)))  # same size, other ids
+
+
 # (id, builder(tmp_path, model_folder) -> trlx.train kwargs, exception, message)
 PREFLIGHT_CASES = [
     (
@@ -123,6 +152,18 @@ PREFLIGHT_CASES = [
         r"stop_sequences must be a list of strings",
     ),
     ("tokenizer_without_pad_or_eos", no_pad_or_eos_tokenizer, ValueError, r"has neither a pad nor an eos token"),
+    (
+        "tokenizer_larger_than_embedding",
+        larger_tokenizer,
+        ValueError,
+        r"tokenizer .* has 80 tokens but model .* has only 78 embedding rows, so ids >= 78 would index past them",
+    ),
+    (
+        "tokenizer_of_another_model",
+        other_vocabulary,
+        ValueError,
+        r"tokenizer\.tokenizer_path .* has a different vocabulary from the tokenizer shipped with model",
+    ),
     (
         "optimizer_kwargs_mismatch",
         lambda tmp, model: {"config": small_config(tmp, "optimizer.kwargs={lr: 0.001, momentum: 0.9}")},

@@ -43,7 +43,7 @@ def test_dotted_evolve():
         ({"train": {"batch_size": 0}}, "train.batch_size: must be a positive integer"),
         ({"method": {"scale_reward": "std"}}, "method.scale_reward: allowed: ignored, running, ref, None"),
         ({"method": {"kl_estimator": "k4"}}, "method.kl_estimator: allowed: k1, k2, k3"),
-        ({"method": {"scale_reward": "ref"}}, "method.ref_std: required when scale_reward=ref"),
+        ({"method": {"gen_kwargs": {"max_new_tokens": 8, "top_k": 2.5}}}, "method.gen_kwargs.top_k"),
         ({"optimizer": {"name": "lion"}}, "optimizer.name: allowed: adamw, adam, sgd"),
         ({"scheduler": {"name": "warmup"}}, "scheduler.name: allowed: constant, linear, cosine_annealing"),
         ({"tokenizer": {"padding_side": "right"}}, "tokenizer.padding_side: allowed: 'left'"),

@@ -63,9 +63,9 @@ def test_hydra_reference_equals_initial_model_and_copies_only_the_top(arch):
     policy = PolicyWithValueHead(lm)
     q, qm, r, rm = batch()
     with torch.no_grad():
-        expected, _ = score_response(reference_forward(initial), q, qm, r, rm)
-        policy_logprobs, _ = score_response(policy, q, qm, r, rm)
-        ref_logprobs, _ = score_response(reference.forward_fn(), q, qm, r, rm)
+        expected = score_response(reference_forward(initial), q, qm, r, rm).logprobs
+        policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
+        ref_logprobs = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
     assert reference.trunk_reused == 1  # the policy's trunk output was reused, not recomputed
     assert torch.equal(policy_logprobs, expected)
     torch.testing.assert_close(ref_logprobs, expected, rtol=0, atol=1e-6)
@@ -91,11 +91,11 @@ def test_hydra_reference_stays_initial_while_the_policy_trains(arch):
                 p.add_(0.05 * torch.randn_like(p))
     q, qm, r, rm = batch(seed=2)
     with torch.no_grad():
-        expected, _ = score_response(reference_forward(initial), q, qm, r, rm)
-        policy_logprobs, _ = score_response(policy, q, qm, r, rm)
-        ref_after_policy, _ = score_response(reference.forward_fn(), q, qm, r, rm)
+        expected = score_response(reference_forward(initial), q, qm, r, rm).logprobs
+        policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
+        ref_after_policy = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
         # Called on its own (no cached trunk): the shared blocks run inside the reference.
-        ref_alone, _ = score_response(reference.forward_fn(), q, qm, r, rm)
+        ref_alone = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
     assert not torch.allclose(policy_logprobs, expected, atol=1e-3)
     torch.testing.assert_close(ref_after_policy, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(ref_alone, expected, rtol=0, atol=1e-6)
@@ -112,8 +112,8 @@ def test_hydra_does_not_reuse_a_trunk_computed_for_other_tokens():
     q2, qm2, r2, rm2 = batch(seed=4)
     with torch.no_grad():
         score_response(policy, q, qm, r, rm)
-        ref_logprobs, _ = score_response(reference.forward_fn(), q2, qm2, r2, rm2)
-        expected, _ = score_response(reference_forward(initial), q2, qm2, r2, rm2)
+        ref_logprobs = score_response(reference.forward_fn(), q2, qm2, r2, rm2).logprobs
+        expected = score_response(reference_forward(initial), q2, qm2, r2, rm2).logprobs
     assert reference.trunk_reused == 0
     torch.testing.assert_close(ref_logprobs, expected, rtol=0, atol=1e-6)
 
@@ -153,9 +153,9 @@ def test_lora_reference_is_the_base_model(arch):
                 p.normal_()
     q, qm, r, rm = batch(seed=5)
     with torch.no_grad():
-        expected, _ = score_response(reference_forward(initial), q, qm, r, rm)
-        policy_logprobs, _ = score_response(policy, q, qm, r, rm)
-        ref_logprobs, _ = score_response(reference.forward_fn(), q, qm, r, rm)
+        expected = score_response(reference_forward(initial), q, qm, r, rm).logprobs
+        policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
+        ref_logprobs = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
     assert not torch.allclose(policy_logprobs, expected, atol=1e-3)
     assert torch.equal(ref_logprobs, expected)
     assert owned_parameters(peft_lm, peft_lm) == 0  # no second model at all

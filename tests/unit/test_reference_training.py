@@ -78,10 +78,12 @@ def test_lora_run_changes_only_adapters_and_saves_a_loadable_merged_model(tiny_g
     ids = torch.tensor([[5, 9, 12, 30, 7]])
     mask, response = torch.ones_like(ids), torch.tensor([[11, 40, 8]])
     with torch.no_grad():
-        want, _ = score_response(reference_forward(peft_lm), ids, mask, response, torch.ones_like(response))
-        got, _ = score_response(reference_forward(merged), ids, mask, response, torch.ones_like(response))
-        got_adapter, _ = score_response(reference_forward(reloaded), ids, mask, response, torch.ones_like(response))
-        base_lp, _ = score_response(reference_forward(initial), ids, mask, response, torch.ones_like(response))
+        want = score_response(reference_forward(peft_lm), ids, mask, response, torch.ones_like(response)).logprobs
+        got = score_response(reference_forward(merged), ids, mask, response, torch.ones_like(response)).logprobs
+        got_adapter = score_response(
+            reference_forward(reloaded), ids, mask, response, torch.ones_like(response)
+        ).logprobs
+        base_lp = score_response(reference_forward(initial), ids, mask, response, torch.ones_like(response)).logprobs
     assert not torch.allclose(want, base_lp, atol=1e-4)  # the adapters did learn something
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     torch.testing.assert_close(got_adapter, want, rtol=0, atol=1e-5)

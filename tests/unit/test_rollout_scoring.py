@@ -1,73 +1,147 @@
-"""Left padding must not change what the models compute: position ids come from the attention mask."""
+"""Through the trainer: the sampled distribution is the scored one, whatever the checkpoint's generation_config.json
+says; left padding does not change scores; EOS ids come from the tokenizer and the model; the KV cache is used."""
 
+import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from conftest import TINY_PROMPTS, good_word_reward, save_tiny_gpt2, tiny_ppo_config
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from trlx.data.prompts import PromptPipeline, to_prompts
-from trlx.models.policy import PolicyWithValueHead, load_tokenizer
-from trlx.rollout.generation import generate, generation_config
+from trlx.models.policy import load_tokenizer
+from trlx.rollout.options import SamplingParams
 from trlx.rollout.scoring import reference_forward, score_response
+from trlx.trlx import make_trainer
 
 
-def _perturbed_model(path):
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():  # a random init is nearly uniform; sharpen it so differences would show
+def sharpen(model, scale=1.0, seed=0):
+    """A random init is nearly uniform; sharpen it so that differences between distributions show."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p))
+            p.add_(scale * torch.randn_like(p))
     return model
+
+
+@pytest.fixture(scope="module")
+def opinionated_model(tmp_path_factory):
+    """A tiny GPT-2 whose generation_config.json asks for a very different distribution than trlx's defaults."""
+    path = save_tiny_gpt2(tmp_path_factory.mktemp("model") / "opinionated")
+    model = sharpen(AutoModelForCausalLM.from_pretrained(path), scale=0.15)
+    model.generation_config = GenerationConfig(
+        repetition_penalty=1.5, top_k=3, top_p=0.5, temperature=0.3, do_sample=True, no_repeat_ngram_size=1
+    )
+    model.save_pretrained(path)
+    return path
+
+
+def trainer_for(model_path, tmp_path, gen_kwargs, **overrides):
+    config = tiny_ppo_config(tmp_path / "run", **{"method.gen_kwargs": gen_kwargs, **overrides})
+    return make_trainer(str(model_path), reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
+
+
+GEN_KWARGS = {
+    "defaults": {},
+    "temperature": {"temperature": 0.7},
+    "top_k": {"top_k": 5},
+    "top_p": {"top_p": 0.8},
+    "top_k_top_p_temperature": {"top_k": 10, "top_p": 0.9, "temperature": 1.3},
+    "min_new_tokens": {"min_new_tokens": 6},
+    "everything": {"min_new_tokens": 3, "top_k": 8, "top_p": 0.95, "temperature": 0.9, "do_sample": True},
+}
+
+
+@pytest.mark.parametrize("extra", GEN_KWARGS.values(), ids=GEN_KWARGS.keys())
+def test_sampling_logprobs_equal_scored_old_logprobs(opinionated_model, tmp_path, extra):
+    trainer = trainer_for(opinionated_model, tmp_path, {"max_new_tokens": 8, **extra})
+    torch.manual_seed(0)
+    generation = trainer.generate(trainer.train_prompts.batch(list(range(16))))
+    rollout = trainer.score(generation)
+    mask = generation.response_mask.bool()
+    assert mask.sum() > 16  # several tokens per sample were sampled and compared
+    torch.testing.assert_close(generation.logprobs[mask], rollout.logprobs[mask], atol=1e-4, rtol=0)
+    if "min_new_tokens" in extra:  # EOS was banned early on, so every response is at least that long
+        assert (generation.response_mask.sum(-1) >= extra["min_new_tokens"]).all()
+
+
+def test_sampled_distribution_ignores_the_checkpoints_generation_config(opinionated_model, tmp_path):
+    """The first token's empirical distribution over 6000 draws is the model's softmax at temperature 1, computed
+    here by hand; the checkpoint's repetition penalty, top_k=3, top_p=0.5 and temperature 0.3 would be far off."""
+    trainer = trainer_for(opinionated_model, tmp_path, {"max_new_tokens": 1})
+    pipeline = PromptPipeline(to_prompts(["the movie was"]), trainer.tokenizer, 20)
+    batch = pipeline.batch([0] * 6000)
+    torch.manual_seed(0)
+    first = trainer.generate(batch).response_ids[:, 0]
+    freq = torch.bincount(first, minlength=len(trainer.tokenizer)).float() / len(first)
+    lm = AutoModelForCausalLM.from_pretrained(opinionated_model)
+    with torch.no_grad():
+        expected = torch.softmax(lm(batch.input_ids[:1]).logits[0, -1], -1)
+    assert (expected > 0.01).sum() > 5  # the exact distribution is spread out, unlike a top-3 cut
+    assert 0.5 * (freq - expected).abs().sum() < 0.05  # total variation distance
 
 
 def test_padded_and_unpadded_prompts_score_the_same(tiny_gpt2_path):
     tokenizer = load_tokenizer(str(tiny_gpt2_path))
-    model = _perturbed_model(tiny_gpt2_path)
+    model = sharpen(AutoModelForCausalLM.from_pretrained(tiny_gpt2_path))
     pipeline = PromptPipeline(to_prompts(["the movie", "this film is very good and"]), tokenizer, 20)
     response = torch.tensor(tokenizer(["was good .", "fun ."], add_special_tokens=False)["input_ids"][:1] * 2)
     mask = torch.ones_like(response)
     both, alone = pipeline.batch([0, 1]), pipeline.batch([0])
     assert both.attention_mask[0].sum() < both.attention_mask.shape[1]  # row 0 really is padded
-    lp_both, _ = score_response(reference_forward(model), both.input_ids, both.attention_mask, response, mask)
-    lp_alone, _ = score_response(
-        reference_forward(model), alone.input_ids, alone.attention_mask, response[:1], mask[:1]
-    )
+    params = SamplingParams(max_new_tokens=3)
+    forward = reference_forward(model)
+    lp_both = score_response(forward, both.input_ids, both.attention_mask, response, mask, params).logprobs
+    lp_alone = score_response(forward, alone.input_ids, alone.attention_mask, response[:1], mask[:1], params).logprobs
     torch.testing.assert_close(lp_both[0], lp_alone[0], atol=1e-5, rtol=1e-5)
 
 
-def test_policy_logprobs_match_reference_at_init_and_values_start_at_zero(tiny_gpt2_path):
+def test_scoring_applies_temperature_to_the_full_forward(tiny_gpt2_path):
     tokenizer = load_tokenizer(str(tiny_gpt2_path))
-    model = _perturbed_model(tiny_gpt2_path)
-    policy = PolicyWithValueHead(model)
-    batch = PromptPipeline(to_prompts(["the movie", "it was"]), tokenizer, 20).batch([0, 1])
-    generation = generate(model, batch, tokenizer, generation_config(tokenizer, {"max_new_tokens": 5}))
-    args = (batch.input_ids, batch.attention_mask, generation.response_ids, generation.response_mask)
-    lp_policy, values = score_response(policy, *args)
-    lp_ref, none = score_response(reference_forward(model), *args)
-    torch.testing.assert_close(lp_policy, lp_ref)
-    assert none is None and torch.count_nonzero(values) == 0
-    assert (lp_policy <= 0).all()
-
-
-def test_temperature_scales_logits(tiny_gpt2_path):
-    tokenizer = load_tokenizer(str(tiny_gpt2_path))
-    model = _perturbed_model(tiny_gpt2_path)
+    model = sharpen(AutoModelForCausalLM.from_pretrained(tiny_gpt2_path))
     batch = PromptPipeline(to_prompts(["the movie"]), tokenizer, 20).batch([0])
     response = torch.tensor([tokenizer.convert_tokens_to_ids(["good", "fun"])])
     mask = torch.ones_like(response)
-    forward = reference_forward(model)
-    hot, _ = score_response(forward, batch.input_ids, batch.attention_mask, response, mask, temperature=2.0)
-    logits, _ = forward(
-        torch.cat([batch.input_ids, response], 1),
-        torch.cat([batch.attention_mask, mask], 1),
-        torch.arange(batch.input_ids.shape[1] + 2)[None],
-    )
+    params = SamplingParams(max_new_tokens=2, temperature=2.0)
+    hot = score_response(reference_forward(model), batch.input_ids, batch.attention_mask, response, mask, params)
+    with torch.no_grad():
+        logits = model(torch.cat([batch.input_ids, response], 1)).logits  # no padding: default positions
     expected = torch.log_softmax(logits[0, 1:3] / 2.0, -1).gather(-1, response[0][:, None]).squeeze(-1)
-    torch.testing.assert_close(hot[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hot.logprobs[0], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_generation_uses_the_kv_cache_and_exact_sampling_defaults(tiny_gpt2_path):
-    tokenizer = load_tokenizer(str(tiny_gpt2_path))
-    config = generation_config(tokenizer, {"max_new_tokens": 5, "temperature": 0.7})
-    assert config.use_cache is True
-    # A checkpoint's own generation_config (often top_p < 1) must not change what PPO's log-probs describe.
-    assert (config.top_k, config.top_p, config.do_sample, config.temperature) == (0, 1.0, True, 0.7)
-    assert config.pad_token_id == tokenizer.pad_token_id and config.eos_token_id == tokenizer.eos_token_id
+def test_eos_ids_of_the_models_generation_config_end_responses(tmp_path):
+    """generation_config.json lists [EOS] plus "!" (a chat model's end-of-turn); the tokenizer knows only EOS. The
+    model is biased to say "!" first: responses must stop there and be scored up to it."""
+    path = save_tiny_gpt2(tmp_path / "two-eos")
+    tokenizer = load_tokenizer(str(path))
+    bang = tokenizer.convert_tokens_to_ids("!")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # tied to the embedding: zero it, then favour "!" through the bias of wte...
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.lm_head.weight[bang] = 3.0  # ...so that "!" gets a logit of 3 * 32 at every position
+    model.generation_config = GenerationConfig(eos_token_id=[tokenizer.eos_token_id, bang])
+    model.save_pretrained(path)
+    trainer = trainer_for(path, tmp_path, {"max_new_tokens": 6})
+    assert trainer.sampling.eos_token_ids == (tokenizer.eos_token_id, bang)
+    torch.manual_seed(0)
+    generation = trainer.generate(trainer.train_prompts.batch(list(range(8))))
+    assert generation.response_mask.sum(-1).tolist() == [1] * 8  # stopped right after "!"
+    assert generation.response_ids[:, 0].tolist() == [bang] * 8
+    rollout = trainer.score(generation)
+    assert rollout.response_mask.sum() == 8 and (rollout.logprobs[:, 0] > -1e-3).all()
+
+
+def test_generation_feeds_one_token_per_step_through_the_kv_cache(tiny_gpt2_path, tmp_path):
+    trainer = trainer_for(tiny_gpt2_path, tmp_path, {"max_new_tokens": 5, "min_new_tokens": 5})
+    lm = trainer.accelerator.unwrap_model(trainer.policy).lm
+    widths = []
+    handle = lm.register_forward_pre_hook(
+        lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        batch = trainer.train_prompts.batch([0, 1])
+        generation = trainer.generate(batch)
+    finally:
+        handle.remove()
+    assert widths == [batch.input_ids.shape[1], 1, 1, 1, 1]
+    assert generation.response_ids.shape == (2, 5)

@@ -82,6 +82,11 @@ def value_loss(
     Returns:
         ValueLossOutput(loss, clipfrac), scalars.
     """
+    # Padding is zeroed first: masking only the mean would still send NaN * 0 = NaN into the gradient of a padded
+    # NaN value, through (values - returns) ** 2.
+    valid = mask.bool()
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    values, old_values, returns = (torch.where(valid, t, zero) for t in (values, old_values, returns))
     values_clipped = torch.clamp(values, old_values - cliprange_value, old_values + cliprange_value)
     vf_loss1 = (values - returns) ** 2
     vf_loss2 = (values_clipped - returns) ** 2
@@ -121,7 +126,7 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of the categorical distribution at every position.
 
     Uses H = logsumexp(x) - sum_v softmax(x)_v * x_v, which equals -sum p log p without taking log of
-    probabilities that underflow to 0.
+    probabilities that underflow to 0. Tokens at -inf (outside a top-k/top-p cut) contribute 0, not 0 * -inf.
 
     Args:
         logits: (B, T, V) float.
@@ -130,4 +135,5 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
         (B, T) float entropies in nats.
     """
     probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+    weighted = torch.where(probs > 0, probs * logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
+    return torch.logsumexp(logits, dim=-1) - weighted.sum(dim=-1)

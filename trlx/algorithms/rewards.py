@@ -1,60 +1,16 @@
 """Reward-model score scaling and per-token reward shaping for RLHF (Ziegler et al. 2019, eq. 2):
 
-R(x, y)_t = -beta * KL_t  +  [t is the last response token] * score(x, y)
+R(x, y)_t = -beta * KL_t  +  s_t,     s_t = the score on the last response token (scalar rewards), or the
+                                       reward function's per-token scores (dense rewards)
+
+Scalar scores are first placed on the last token (`place_scores`), so scalar and dense rewards then take one
+path: `scale_token_scores` (ref_mean, std, clip) and `shape_rewards` (KL penalty).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
-
-ScaleMode = Literal["ignored", "running", "ref"]
-SCALE_MODES: tuple[str | None, ...] = (None, "ignored", "running", "ref")
-
-
-def scale_scores(
-    scores: Tensor,
-    mode: ScaleMode | None,
-    running_std: float | None,
-    ref_mean: float | None,
-    ref_std: float | None,
-    cliprange_reward: float | None,
-) -> Tensor:
-    """Normalise and clip sequence-level reward-model scores (trlX `scale_reward` / `cliprange_reward`).
-
-    Order: subtract `ref_mean` (if given), divide by the chosen std, then clip. Clipping last makes
-    `cliprange_reward` a bound in the units the policy actually sees. (trlX <= 0.6 scaled then clipped; later trlX
-    clips the raw scores before scaling.)
-
-    Args:
-        scores: (B,) float scores.
-        mode: None/"ignored" (no division), "running" (divide by `running_std`, the std of all scores seen so far),
-            "ref" (divide by `ref_std`, the std of the first rollout's scores).
-        running_std: required for mode "running".
-        ref_mean: subtracted first when not None.
-        ref_std: required for mode "ref".
-        cliprange_reward: clamp to [-c, c] when given and > 0.
-
-    Returns:
-        (B,) float scaled scores (a new tensor; `scores` is not modified).
-    """
-    if mode not in SCALE_MODES:
-        raise ValueError(f"scale_scores: mode must be one of {list(SCALE_MODES)}, got {mode!r}")
-    if ref_mean is not None:
-        scores = scores - ref_mean
-    if mode == "running":
-        if running_std is None:
-            raise ValueError("scale_scores: mode 'running' needs running_std")
-        scores = scores / running_std
-    elif mode == "ref":
-        if ref_std is None:
-            raise ValueError("scale_scores: mode 'ref' needs ref_std")
-        scores = scores / ref_std
-    if cliprange_reward is not None and cliprange_reward > 0:
-        scores = torch.clamp(scores, -cliprange_reward, cliprange_reward)
-    return scores
 
 
 def last_valid_index(mask: Tensor) -> Tensor:
@@ -70,35 +26,77 @@ def last_valid_index(mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=-1).values
 
 
-def shape_rewards(
-    scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float, dense_scores: Tensor | None = None
-) -> Tensor:
-    """Per-token rewards: a KL penalty on every valid token plus the sequence score on the last one.
+def place_scores(scores: Tensor, mask: Tensor) -> Tensor:
+    """Per-token scores with each sequence's score on its last valid token and 0 elsewhere.
 
     The score goes on the last valid token because the reward model judges the finished response; GAE then
     propagates it back to earlier tokens.
 
     Args:
-        scores: (B,) float sequence scores (already scaled/clipped). Pass zeros when only `dense_scores` apply.
-        kl: (B, T) float per-token KL estimates (see `kl_penalty`).
+        scores: (B,) float sequence scores.
         mask: (B, T) float/bool with 1 on valid response tokens.
-        kl_coef: beta, the KL penalty coefficient.
-        dense_scores: optional (B, T) float per-token scores, added on valid tokens.
 
     Returns:
-        (B, T) float rewards, 0 at masked positions.
+        (B, T) float (the scores' dtype).
 
     Raises:
         ValueError: if a row has no valid token (there is nowhere to put its score).
     """
-    valid = mask.bool()
     last = last_valid_index(mask)
     empty_rows = (last < 0).nonzero().flatten().tolist()
     if empty_rows:
-        raise ValueError(f"shape_rewards: rows {empty_rows} have no valid response tokens")
+        raise ValueError(f"place_scores: rows {empty_rows} have no valid response tokens")
+    placed = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+    return placed.scatter(1, last.unsqueeze(1), scores.unsqueeze(1))
+
+
+def scale_token_scores(
+    token_scores: Tensor,
+    mask: Tensor,
+    ref_mean: float | None,
+    std: float | None,
+    cliprange_reward: float | None,
+) -> Tensor:
+    """Normalise and clip per-token scores (trlX `scale_reward` / `cliprange_reward`), scalar or dense alike.
+
+    Order: subtract `ref_mean` on the last valid token (so each sequence's total score s = sum_t s_t drops by
+    ref_mean), divide every token by `std`, then clip every token to [-c, c]. For a scalar score, which sits on
+    the last token alone, this is exactly (s - ref_mean) / std clipped. Clipping last makes `cliprange_reward`
+    a bound in the units the policy actually sees. (trlX <= 0.6 scaled then clipped; later trlX clips the raw
+    scores before scaling.)
+
+    Args:
+        token_scores: (B, T) float, e.g. `place_scores(scores, mask)` or a dense reward.
+        mask: (B, T) float/bool with 1 on valid response tokens.
+        ref_mean: subtracted when not None.
+        std: divides when not None: the running std of all sequence scores so far (`scale_reward=running`) or
+            the reference std (`scale_reward=ref`); the caller chooses.
+        cliprange_reward: clamp to [-c, c] when given and > 0.
+
+    Returns:
+        (B, T) float, 0 on padding (a new tensor; the input is not modified).
+    """
+    x = token_scores
+    if ref_mean is not None:
+        x = x - ref_mean * place_scores(torch.ones(len(x), dtype=x.dtype, device=x.device), mask)
+    if std is not None:
+        x = x / std
+    if cliprange_reward is not None and cliprange_reward > 0:
+        x = torch.clamp(x, -cliprange_reward, cliprange_reward)
+    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def shape_rewards(token_scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
+    """Per-token rewards: the (scaled) per-token scores minus the KL penalty, on valid tokens.
+
+    Args:
+        token_scores: (B, T) float scores per token (see `place_scores`, `scale_token_scores`).
+        kl: (B, T) float per-token KL estimates (see `kl_penalty`).
+        mask: (B, T) float/bool with 1 on valid response tokens.
+        kl_coef: beta, the KL penalty coefficient.
+
+    Returns:
+        (B, T) float rewards, 0 at masked positions (padding may hold anything, even NaN).
+    """
     zero = torch.zeros((), dtype=kl.dtype, device=kl.device)
-    rewards = torch.where(valid, -kl_coef * kl, zero)
-    rewards = rewards.scatter_add(1, last.unsqueeze(1), scores.to(kl.dtype).unsqueeze(1))
-    if dense_scores is not None:
-        rewards = rewards + torch.where(valid, dense_scores.to(kl.dtype), zero)
-    return rewards
+    return torch.where(mask.bool(), token_scores.to(kl.dtype) - kl_coef * kl, zero)

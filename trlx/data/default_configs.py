@@ -25,7 +25,7 @@ def default_ppo_config() -> TRLConfig:
             seed=1000,
         ),
         model=ModelConfig(model_path="gpt2", num_layers_unfrozen=2),
-        tokenizer=TokenizerConfig(tokenizer_path="gpt2", truncation_side="right"),
+        tokenizer=TokenizerConfig(tokenizer_path=None, truncation_side="right"),  # the model's own tokenizer
         optimizer=OptimizerConfig(
             name="adamw", kwargs={"lr": 3.0e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 1.0e-6}
         ),

@@ -6,8 +6,10 @@ as the `nn.ModuleList` whose length equals the config's layer count.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,19 +30,44 @@ class PolicyWithValueHead(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
+        self.accepts_keep = "logits_to_keep" in forward_parameters(lm)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """input_ids, attention_mask, position_ids: (B, L). Returns logits (B, L, V) and values (B, L)."""
-        out = self.lm(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=True,
-            use_cache=False,
-        )
-        hidden = out.hidden_states[-1]
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, logits_to_keep: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """input_ids, attention_mask, position_ids: (B, L). Returns logits (B, K, V) and values (B, K) for the
+        last K = logits_to_keep positions (all L when 0, or when the model has no `logits_to_keep`).
+
+        The value head reads the LM head's input, caught by a hook, so neither the full-length logits nor every
+        layer's hidden states (`output_hidden_states`) are materialised.
+        """
+        captured: list[Tensor] = []
+        head = self.lm.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            out = self.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                **({"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}),
+            )
+        finally:
+            handle.remove()
+        hidden = captured[-1][:, -out.logits.shape[1] :]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits, values
+
+
+def forward_parameters(lm: nn.Module) -> set[str]:
+    """Names the causal LM's forward accepts (a peft wrapper forwards everything to its base model)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return set(inspect.signature(base.forward).parameters)
+
+
+def logits_kwargs(lm: nn.Module, keep: int) -> dict[str, Any]:
+    """`logits_to_keep=keep` where the model supports it: the LM head then runs only on the last positions."""
+    return {"logits_to_keep": keep} if keep and "logits_to_keep" in forward_parameters(lm) else {}
 
 
 def hidden_size(lm: PreTrainedModel) -> int:
@@ -124,20 +151,33 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
-def check_model_path(model_path: str) -> None:
-    """Fail early and clearly on a local path that does not exist (before any download or compute)."""
+def check_model_path(model_path: str, field: str = "model_path", need_config: bool = True) -> None:
+    """Fail early and clearly on a local path that does not exist (before any download or compute).
+
+    A tokenizer folder (`field="tokenizer_path"`, `need_config=False`) needs no config.json.
+    """
     path = Path(model_path).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model_path {model_path!r} is a folder without config.json: not a HF model")
+        if need_config and not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{field} {model_path!r} is a folder without config.json: not a HF model")
         return
     looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1 or os.sep == "\\"
     if looks_local:
-        raise FileNotFoundError(f"model_path {model_path!r} does not exist")
+        raise FileNotFoundError(f"{field} {model_path!r} does not exist")
+
+
+def model_eos_ids(tokenizer: PreTrainedTokenizerBase, lm: nn.Module) -> tuple[int, ...]:
+    """End-of-sequence ids: the tokenizer's, then any more the model's generation_config lists (Llama-3's
+    <|eot_id|>, a chat model's end-of-turn), so a response ends where the model means it to."""
+    from trlx.rollout.options import merge_eos_ids
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    generation_config = getattr(base, "generation_config", None)
+    return merge_eos_ids(tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None))
 
 
 def load_tokenizer(path: str, truncation_side: str = "right") -> PreTrainedTokenizerBase:
-    check_model_path(path)
+    check_model_path(path, "tokenizer path", need_config=False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = truncation_side
@@ -147,6 +187,38 @@ def load_tokenizer(path: str, truncation_side: str = "right") -> PreTrainedToken
             raise ValueError(f"tokenizer {path!r} has neither a pad nor an eos token; set one before training")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_path: str, tokenizer_path: str | None) -> None:
+    """Refuse a tokenizer that does not belong to the model, before the weights load.
+
+    A tokenizer with more tokens than the model has embedding rows would index past the embedding; one from
+    another model (`tokenizer.tokenizer_path` set to a different vocabulary) would train on garbage ids. Models
+    often pad their embedding beyond the vocabulary (e.g. to a multiple of 64), so fewer tokens alone is fine.
+    """
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return  # load_causal_lm reports an unloadable model with its own message
+    rows = int(config.get_text_config().vocab_size)
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} has {len(tokenizer)} tokens but model {model_path!r} has only {rows} "
+            f"embedding rows, so ids >= {rows} would index past them; use the model's own tokenizer "
+            "(tokenizer.tokenizer_path: null)"
+        )
+    if tokenizer_path is None or Path(tokenizer_path).expanduser() == Path(model_path).expanduser():
+        return
+    try:
+        own = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError, TypeError):
+        return  # the model ships no tokenizer of its own: nothing to compare with
+    if own.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(
+            f"tokenizer.tokenizer_path {tokenizer_path!r} has a different vocabulary from the tokenizer shipped with "
+            f"model {model_path!r} ({len(tokenizer)} vs {len(own)} tokens): the model would read other ids than the "
+            "ones it was trained on; use tokenizer.tokenizer_path: null (the model's own)"
+        )
 
 
 def load_causal_lm(model_path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:

@@ -21,7 +21,13 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from trlx.config import ModelConfig
-from trlx.models.policy import freeze_bottom_layers, parameters_below, transformer_blocks
+from trlx.models.policy import (
+    disable_dropout,
+    freeze_bottom_layers,
+    logits_kwargs,
+    parameters_below,
+    transformer_blocks,
+)
 from trlx.rollout.scoring import ForwardFn, reference_forward
 
 
@@ -161,7 +167,9 @@ class HydraReference:
         return self
 
     def forward_fn(self) -> ForwardFn:
-        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> tuple[Tensor, None]:
+        keep_kwargs = logits_kwargs(self.model, 1)
+
+        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, keep: int) -> tuple[Tensor, None]:
             cache, self._cache = self._cache, None
             hit = (
                 cache is not None
@@ -173,7 +181,11 @@ class HydraReference:
                 stand_in.cached = cache["output"] if hit else None
             try:
                 out = self.model(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    use_cache=False,
+                    **({"logits_to_keep": keep} if keep_kwargs else {}),
                 )
             finally:
                 for stand_in in self.stand_ins:
@@ -203,12 +215,11 @@ class AdaptersOff:
         return self  # the policy's own weights, placed by accelerate
 
     def forward_fn(self) -> ForwardFn:
-        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> tuple[Tensor, None]:
+        lm_forward = reference_forward(self.lm)
+
+        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, keep: int) -> tuple[Tensor, None]:
             with self.lm.disable_adapter():
-                out = self.lm(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-                )
-            return out.logits, None
+                return lm_forward(input_ids, attention_mask, position_ids, keep)
 
         return forward
 
@@ -247,6 +258,9 @@ def build_policy_and_reference(
         from trlx.models.lora import add_lora
 
         lm = add_lora(lm, model.peft_config)
+        # The adapters bring their own dropout (peft's lora_dropout), added after load_causal_lm switched the
+        # model's off: without this, update-time log-probs would differ from rollout-time ones.
+        disable_dropout(lm)
     else:
         freeze_bottom_layers(lm, model.num_layers_unfrozen)
     reference = make_reference(lm, kind, model.num_layers_unfrozen)

@@ -1,54 +1,105 @@
-"""Rollout step 1: the policy samples continuations, which are cut after EOS or a stop sequence."""
+"""Rollout step 1: the policy samples continuations with trlx's own KV-cache decode loop.
+
+The loop draws every token from `sampling_logits` (the same function the scorer uses) and records the
+log-prob of each drawn token, so "the distribution that sampled is the one that is scored" can be checked
+on every rollout (`rollout/logprob_gap_max`). Nothing is read from the checkpoint's generation_config.json.
+
+The engine interface is deliberately narrow: a PromptBatch and SamplingParams in, token ids, masks and
+sampling log-probs out (a `Generation`), the policy's current weights read at call time. Another engine
+(e.g. vLLM) can take its place by returning the same `Generation` and syncing weights after each update.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
+from trlx.algorithms.sampling import eos_ban, sampling_logits
+from trlx.data.prompts import position_ids_from_mask
+from trlx.models.policy import forward_parameters
+from trlx.rollout.options import SamplingParams
 from trlx.types import Generation, PromptBatch
 
-# Sampling defaults that make `generate` draw from exactly the distribution whose log-probs PPO uses,
-# instead of whatever a checkpoint's generation_config.json prefers (often top_p < 1 or a temperature).
-SAMPLING_DEFAULTS: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
+class _Decoder:
+    """Calls a causal LM step by step with its KV cache, whichever name this transformers version gives it."""
 
-def generation_config(tokenizer: PreTrainedTokenizerBase, gen_kwargs: dict[str, Any]) -> GenerationConfig:
-    kwargs = {**SAMPLING_DEFAULTS, **gen_kwargs}
-    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
-    kwargs["use_cache"] = True  # the KV cache makes sampling linear, not quadratic, in the response length
-    return GenerationConfig(**kwargs)
+    def __init__(self, lm: nn.Module) -> None:
+        params = forward_parameters(lm)
+        self.lm = lm
+        self.cache_name = next((n for n in ("cache", "past_key_values") if n in params), None)
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.cache: Any = None
+        self.input_ids: Tensor | None = None  # the whole sequence, only for models without a cache
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """Logits (B, V) after feeding `input_ids` (the prompt first, then one token per call)."""
+        if self.cache_name is None:  # no KV cache: re-run the whole sequence (quadratic, but correct)
+            self.input_ids = input_ids if self.input_ids is None else torch.cat([self.input_ids, input_ids], 1)
+            out = self.lm(input_ids=self.input_ids, attention_mask=attention_mask, **self.extra)
+            return out.logits[:, -1]
+        kwargs = {} if self.cache is None else {self.cache_name: self.cache}
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **kwargs,
+            **self.extra,
+        )
+        self.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.logits[:, -1]
 
 
 @torch.no_grad()
 def generate(
-    lm: PreTrainedModel,
+    lm: nn.Module,
     batch: PromptBatch,
     tokenizer: PreTrainedTokenizerBase,
-    gen_config: GenerationConfig,
+    params: SamplingParams,
     stop_sequences: Sequence[str] = (),
-    **generate_kwargs: Any,
+    all_finished: Callable[[bool], bool] | None = None,
 ) -> Generation:
-    """Sample one continuation per prompt (with the KV cache) and truncate it.
+    """Sample one continuation per prompt and truncate it after EOS or a stop sequence.
 
-    `generate_kwargs` go to `lm.generate` (e.g. `synced_gpus=True` under ZeRO-3, see `trlx.distributed`).
+    `all_finished(local_done) -> bool` makes the loop stop only when every process is done (ZeRO-3 and FSDP
+    gather parameters inside each forward, so all processes must run the same number of steps).
     """
     device = next(lm.parameters()).device
-    out = lm.generate(
-        input_ids=batch.input_ids.to(device),
-        attention_mask=batch.attention_mask.to(device),
-        generation_config=gen_config,
-        **generate_kwargs,
-    )
-    response = out[:, batch.input_ids.shape[1] :].cpu()
-    eos = gen_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-    ids, mask, outputs = truncate_responses(response, tokenizer, eos_ids, stop_sequences)
-    return Generation(prompt=batch, response_ids=ids, response_mask=mask, outputs=outputs)
+    mask = batch.attention_mask.to(device)
+    positions = position_ids_from_mask(mask)
+    decoder = _Decoder(lm)
+    logits = decoder(batch.input_ids.to(device), mask, positions)
+    next_position = positions[:, -1:] + 1
+    banned = eos_ban(params.eos_token_ids, logits.shape[-1], device)
+    eos = torch.tensor(params.eos_token_ids or [-1], device=device)
+    finished = torch.zeros(len(mask), dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for t in range(params.max_new_tokens):
+        x = sampling_logits(
+            logits, params.temperature, params.top_k, params.top_p, banned if t < params.min_new_tokens else None
+        )
+        token = torch.multinomial(torch.softmax(x, dim=-1), 1).squeeze(-1)
+        logprob = torch.log_softmax(x, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+        tokens.append(torch.where(finished, params.pad_token_id, token))
+        logprobs.append(torch.where(finished, 0.0, logprob))
+        finished |= torch.isin(token, eos)
+        done = bool(finished.all())
+        if all_finished is not None:
+            done = all_finished(done)
+        if done or t == params.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits = decoder(tokens[-1][:, None], mask, next_position)
+        next_position = next_position + 1
+    response = torch.stack(tokens, dim=1).cpu()
+    ids, response_mask, outputs = truncate_responses(response, tokenizer, set(params.eos_token_ids), stop_sequences)
+    sampled = torch.stack(logprobs, dim=1).float().cpu()[:, : ids.shape[1]] * response_mask
+    return Generation(prompt=batch, response_ids=ids, response_mask=response_mask, outputs=outputs, logprobs=sampled)
 
 
 def truncate_responses(
@@ -56,7 +107,7 @@ def truncate_responses(
 ) -> tuple[Tensor, Tensor, list[str]]:
     """Keep each row up to and including its first EOS, or through the first stop sequence.
 
-    response_ids: (B, R) long as returned by generate (pad after finished rows).
+    response_ids: (B, R) long as sampled (pad after finished rows).
     Returns ids (B, R') right-padded with the pad token, mask (B, R') long and the B decoded outputs, in which
     the stop sequence itself is removed (as in trlX) while its tokens stay in the trained response, since
     the policy did choose them. Every row keeps at least one token so each sample has a last token to score.

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from trlx.algorithms.ppo import logprobs_of_labels
+from trlx.algorithms.sampling import eos_ban, sampling_logits
 from trlx.data.prompts import position_ids_from_mask
+from trlx.models.policy import logits_kwargs
+from trlx.rollout.options import SamplingParams
 
-# (input_ids, attention_mask, position_ids) -> (logits (B, L, V), values (B, L) or None)
-ForwardFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor | None]]
+# (input_ids, attention_mask, position_ids, logits_to_keep) -> (logits (B, K, V), values (B, K) or None), where
+# K >= logits_to_keep are the last positions (a model without `logits_to_keep` may return all of them).
+ForwardFn = Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor | None]]
 
 
 def reference_forward(lm: torch.nn.Module) -> ForwardFn:
-    def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> tuple[Tensor, None]:
-        out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    keep_kwargs = logits_kwargs(lm, 1)  # probes the signature once, not per call
+
+    def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, keep: int) -> tuple[Tensor, None]:
+        kwargs = {"logits_to_keep": keep} if keep_kwargs else {}
+        out = lm(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+        )
         return out.logits, None
 
     return forward
+
+
+class Scored(NamedTuple):
+    """What `score_response` computes for the (B, R) response tokens."""
+
+    logprobs: Tensor  # (B, R) float32 log-probs under the sampling distribution
+    values: Tensor | None  # (B, R) float32 value estimates V(s_t), if the forward has a value head
+    logits: Tensor  # (B, R, V) float32 sampling logits (-inf outside a top-k/top-p cut), e.g. for entropy
 
 
 def score_response(
@@ -28,18 +46,27 @@ def score_response(
     query_mask: Tensor,
     response_ids: Tensor,
     response_mask: Tensor,
-    temperature: float = 1.0,
-) -> tuple[Tensor, Tensor | None]:
-    """Log-probs (B, R) of the response tokens under `forward`, and its values (B, R) if it has a value head.
+    params: SamplingParams | None = None,
+) -> Scored:
+    """Log-probs of the response tokens under the distribution `params` describes, and values if any.
 
     query_ids, query_mask: (B, P) left-padded; response_ids, response_mask: (B, R) right-padded.
-    Logits are divided by the sampling temperature so the log-probs are those of the distribution that
-    actually produced the tokens. The logit at position P-1+t predicts response token t; the value at the
-    same position estimates the state before token t is emitted.
+    The logit at position P-1+t predicts response token t; the value at the same position estimates the state
+    before token t is emitted. Only those R positions get LM-head logits (`logits_to_keep`), and they go through
+    `sampling_logits` exactly as in the sampler: temperature, EOS banned below `min_new_tokens`, top-k/top-p.
+    `params=None` scores the model's plain softmax.
     """
+    params = params or SamplingParams(max_new_tokens=response_ids.shape[1])
     input_ids = torch.cat([query_ids, response_ids], dim=1)
     attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
-    logits, values = forward(input_ids, attention_mask, position_ids_from_mask(attention_mask))
-    start, end = query_ids.shape[1] - 1, query_ids.shape[1] - 1 + response_ids.shape[1]
-    logprobs = logprobs_of_labels(logits[:, start:end].float() / temperature, response_ids)
-    return logprobs, None if values is None else values[:, start:end].float()
+    width = response_ids.shape[1]
+    logits, values = forward(input_ids, attention_mask, position_ids_from_mask(attention_mask), width + 1)
+    logits = logits[:, -(width + 1) : -1]
+    banned = None
+    if params.min_new_tokens > 0:
+        early = torch.arange(width, device=logits.device) < params.min_new_tokens  # (R,)
+        banned = early[:, None] & eos_ban(params.eos_token_ids, logits.shape[-1], logits.device)  # (R, V)
+    warped = sampling_logits(logits, params.temperature, params.top_k, params.top_p, banned, keep=response_ids)
+    logprobs = logprobs_of_labels(warped, response_ids)
+    values = None if values is None else values[:, -(width + 1) : -1].float()
+    return Scored(logprobs, values, warped)

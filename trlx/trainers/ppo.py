@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from trlx.algorithms.gae import compute_gae
 from trlx.algorithms.kl import kl_penalty, make_kl_controller
 from trlx.algorithms.ppo import entropy_from_logits, policy_loss, value_loss
-from trlx.algorithms.rewards import scale_scores, shape_rewards
+from trlx.algorithms.rewards import place_scores, scale_token_scores, shape_rewards
 from trlx.algorithms.stats import RunningMoments, masked_mean, masked_whiten
 from trlx.checkpoint import checkpoint_name, load_trainer, read_latest, save_trainer
 from trlx.config import TRLConfig
@@ -33,6 +33,7 @@ from trlx.distributed import (
     full_params_for_generation,
     gather_lists,
     global_explained_variance,
+    global_max,
     global_mean,
     global_moments,
     make_accelerator,
@@ -40,10 +41,11 @@ from trlx.distributed import (
 )
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
 from trlx.logging import MetricsLogger, progress_bar, progress_enabled
-from trlx.models.policy import PolicyWithValueHead
+from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.rewards.scoring import NonFiniteRewardError, call_with_accepted_kwargs, compute_scores, reward_kwargs
-from trlx.rollout.generation import generate, generation_config
+from trlx.rollout.generation import generate
+from trlx.rollout.options import SamplingParams
 from trlx.rollout.scoring import score_response
 from trlx.types import Generation, RolloutBatch, right_pad_cat
 
@@ -84,10 +86,14 @@ class PPOTrainer:
         self.reference = reference.to(self.accelerator.device, policy_dtype)
 
         method = config.method
-        self.gen_config = generation_config(tokenizer, method.gen_kwargs)
-        self.temperature = float(self.gen_config.temperature or 1.0)
+        lm = self.accelerator.unwrap_model(self.policy).lm
+        self.sampling = SamplingParams.from_gen_kwargs(
+            method.gen_kwargs, model_eos_ids(tokenizer, lm), tokenizer.pad_token_id
+        )
         self.kl_ctl = make_kl_controller(method.init_kl_coef, method.target, method.horizon)
         self.reward_moments = RunningMoments()
+        # scale_reward=ref without method.ref_std divides by the first rollout's score std (as trlX does).
+        self.first_rollout_std: float | None = None
         self.sampler = PromptSampler(len(train_prompts), seed=config.train.seed)
         self.step = 0
         self.iteration = 0
@@ -184,6 +190,17 @@ class PPOTrainer:
             self.logger.close()
         raise stop.interruption(message)
 
+    def score_std(self) -> float | None:
+        """The std scores are divided by (`method.scale_reward`), or None for no scaling (also while every score
+        seen so far was the same, whose std of 0 would blow the rewards up)."""
+        method = self.config.method
+        std = None
+        if method.scale_reward == "running":
+            std = self.reward_moments.std
+        elif method.scale_reward == "ref":
+            std = method.ref_std if method.ref_std is not None else self.first_rollout_std
+        return std if std is not None and std > 1e-8 else None
+
     @property
     def done(self) -> bool:
         return self.step >= self.config.train.total_steps or self.iteration >= self.config.train.epochs
@@ -197,7 +214,7 @@ class PPOTrainer:
         """Generate `num_rollouts` samples, score them, and turn scores into per-token advantages."""
         method = self.config.method
         t0 = time.perf_counter()
-        chunks, raw_scores, dense_scores = [], [], []
+        chunks, raw_scores, dense_scores, gaps = [], [], [], [torch.zeros(())]
         component_metrics: dict[str, list[float]] = {}
         collected, problem = 0, None
         while collected < method.num_rollouts:
@@ -216,6 +233,8 @@ class PPOTrainer:
             for key, value in getattr(self.reward_fn, "last_metrics", {}).items():
                 component_metrics.setdefault(key, []).append(float(value))
             chunk = self.score(generation)
+            if generation.logprobs is not None:  # sampling equals scoring: the gap is ~1e-6 in fp32
+                gaps.append(((generation.logprobs - chunk.logprobs).abs() * chunk.response_mask).max())
             problem = problem or nonfinite(
                 {"logprobs": chunk.logprobs, "ref_logprobs": chunk.ref_logprobs, "values": chunk.values},
                 chunk.response_mask,
@@ -231,39 +250,43 @@ class PPOTrainer:
         scores = torch.cat(raw_scores)
         dense = None if dense_scores[0] is None else right_pad_cat(dense_scores, rollout.response_ids.shape[1])
         mask = rollout.response_mask
+        gaps = torch.stack(gaps).max()
 
         # Population variance: RunningMoments applies the n-1 correction itself (as trlX does).
         score_mean, score_var, score_count = global_moments(
             self.accelerator, scores, torch.ones_like(scores), unbiased=False
         )
-        running_std = None
-        if method.scale_reward == "running":
-            _, running_std = self.reward_moments.update(score_mean.item(), score_var.item(), score_count.item())
-        scaled = scale_scores(
-            scores, method.scale_reward, running_std, method.ref_mean, method.ref_std, method.cliprange_reward
-        )
+        self.reward_moments.update(score_mean.item(), score_var.item(), score_count.item())
+        if self.first_rollout_std is None:
+            n = score_count.item()
+            self.first_rollout_std = math.sqrt(score_var.item() * n / max(n - 1, 1))
+        std = self.score_std()
+        token_scores = place_scores(scores, mask) if dense is None else dense
+        token_scores = scale_token_scores(token_scores, mask, method.ref_mean, std, method.cliprange_reward)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, method.kl_estimator) * mask
-        if dense is not None:
-            rewards = shape_rewards(torch.zeros_like(scaled), kl, mask, self.kl_ctl.value, dense_scores=dense)
-        else:
-            rewards = shape_rewards(scaled, kl, mask, self.kl_ctl.value)
+        rewards = shape_rewards(token_scores, kl, mask, self.kl_ctl.value)
         advantages, returns = compute_gae(rewards, rollout.values, mask, method.gamma, method.lam)
         if method.whiten_advantages:
             adv_mean, adv_var, _ = global_moments(self.accelerator, advantages, mask)
             advantages = masked_whiten(advantages, mask, mean=adv_mean, var=adv_var)
+        scaled = token_scores.sum(-1)
         rollout.rewards, rollout.advantages, rollout.returns, rollout.scores = rewards, advantages, returns, scaled
 
         metrics = {
             "reward/mean": score_mean.item(),
             "reward/std": score_var.clamp(min=0).sqrt().item(),
             "reward/scaled_mean": global_mean(self.accelerator, scaled),
+            "reward/running_std": self.reward_moments.std,
             "kl/mean": global_mean(self.accelerator, kl.sum(-1)),
             "kl/per_token": global_moments(self.accelerator, kl, mask)[0].item(),
             "kl/coef": self.kl_ctl.value,
             "response/length_mean": global_mean(self.accelerator, mask.sum(-1).float()),
             "value/explained_variance": global_explained_variance(self.accelerator, rollout.values, returns, mask),
+            "rollout/logprob_gap_max": global_max(self.accelerator, gaps),
             "time/rollout_s": time.perf_counter() - t0,
         }
+        if std is not None:
+            metrics["reward/scale_std"] = std
         for key, values in sorted(component_metrics.items()):
             metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
@@ -271,8 +294,9 @@ class PPOTrainer:
     def generate(self, batch: Any) -> Generation:
         self.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
         lm = self.accelerator.unwrap_model(self.policy).lm
-        with full_params_for_generation(self.accelerator, self.policy) as kwargs, self.accelerator.autocast():
-            return generate(lm, batch, self.tokenizer, self.gen_config, self.stop_sequences, **kwargs)
+        with full_params_for_generation(self.accelerator, self.policy) as synced, self.accelerator.autocast():
+            all_finished = (lambda done: not any_process(self.accelerator, not done)) if synced else None
+            return generate(lm, batch, self.tokenizer, self.sampling, self.stop_sequences, all_finished)
 
     @torch.no_grad()
     def score(self, generation: Generation) -> RolloutBatch:
@@ -284,11 +308,11 @@ class PPOTrainer:
         # DDP's per-forward buffer broadcast (a collective) outside the update.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
-        logprobs, values = score_response(policy, query_ids, query_mask, response_ids, response_mask, self.temperature)
+        args = (query_ids, query_mask, response_ids, response_mask)
+        logprobs, values, _ = score_response(policy, *args, self.sampling)
         with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
-            ref_logprobs, _ = score_response(
-                self.reference.forward_fn(), query_ids, query_mask, response_ids, response_mask, self.temperature
-            )
+            ref = score_response(self.reference.forward_fn(), *args, self.sampling.for_reference())
+        ref_logprobs = ref.logprobs
         empty = torch.zeros_like(logprobs)
         return RolloutBatch(
             query_ids=query_ids.cpu(),
@@ -377,23 +401,14 @@ class PPOTrainer:
         """The PPO loss of one (micro-)batch and its statistics (token means)."""
         method = self.config.method
         mask = mb.response_mask
-        logits_holder: dict[str, Tensor] = {}
-
-        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-            logits, values = self.policy(input_ids, attention_mask, position_ids)
-            logits_holder["logits"] = logits
-            return logits, values
-
-        logprobs, values = score_response(
-            forward, mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask, self.temperature
+        scored = score_response(
+            self.policy, mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask, self.sampling
         )
-        pg = policy_loss(logprobs, mb.logprobs, mb.advantages, mask, method.cliprange)
-        vf = value_loss(values, mb.values, mb.returns, mask, method.cliprange_value)
+        pg = policy_loss(scored.logprobs, mb.logprobs, mb.advantages, mask, method.cliprange)
+        vf = value_loss(scored.values, mb.values, mb.returns, mask, method.cliprange_value)
         loss = pg.loss + method.vf_coef * vf.loss
         with torch.no_grad():
-            start = mb.query_ids.shape[1] - 1
-            logits = logits_holder["logits"][:, start : start + mb.response_ids.shape[1]]
-            entropy = masked_mean(entropy_from_logits(logits.float() / self.temperature), mask)
+            entropy = masked_mean(entropy_from_logits(scored.logits), mask)
         return loss, {
             "policy/loss": pg.loss.item(),
             "policy/approx_kl": pg.approx_kl.item(),
@@ -473,6 +488,7 @@ class PPOTrainer:
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
             "kl_controller": self.kl_ctl.state_dict(),
             "reward_moments": self.reward_moments.state_dict(),
+            "first_rollout_std": self.first_rollout_std,
             "faults": self.faults.state_dict(),
             "rollout": None
             if self.rollout is None
@@ -486,6 +502,7 @@ class PPOTrainer:
         self.best_reward = -math.inf if state["best_reward"] is None else float(state["best_reward"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.reward_moments.load_state_dict(state["reward_moments"])
+        self.first_rollout_std = state.get("first_rollout_std")
         self.faults.load_state_dict(state["faults"])
         in_flight = state["rollout"]
         self.rollout_metrics = {} if in_flight is None else dict(in_flight["metrics"])
