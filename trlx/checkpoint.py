@@ -359,10 +359,6 @@ def set_rng_state(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) ->
         torch.cuda.set_rng_state_all(cuda)
 
 
-def rollout_tensors(rollout: RolloutBatch) -> dict[str, torch.Tensor]:
-    return {name: getattr(rollout, name) for name in RolloutBatch.__dataclass_fields__}
-
-
 # ---------------------------------------------------------------------------------------------- a trainer
 class Resumable(Protocol):
     """What `save_trainer` / `load_trainer` need from a trainer (PPOTrainer provides it)."""
@@ -394,7 +390,7 @@ def save_trainer(trainer: Resumable, dest: Path) -> None:
     mine = {
         "rng": rng_state(),
         "sampler": trainer.sampler.state_dict(),
-        "rollout": None if trainer.rollout is None else rollout_tensors(trainer.rollout),
+        "rollout": None if trainer.rollout is None else trainer.rollout.tensors(),
     }
     per_process = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
     full_state_dict = gathered_state_dict(accelerator, trainer.policy)  # collective under ZeRO-3/FSDP, else None

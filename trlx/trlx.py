@@ -24,6 +24,7 @@ from trlx.models.policy import (
     load_tokenizer,
 )
 from trlx.models.reference import build_policy_and_reference
+from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
 from trlx.task import load_function, load_prompts
 from trlx.trainers.ppo import PPOTrainer
@@ -129,6 +130,7 @@ def make_trainer(
         lm, reference = build_policy_and_reference(
             lm, config.model, config.train.gradient_checkpointing, params_sharded(accelerator)
         )
+    trunk = None if params_sharded(accelerator) else frozen_trunk(lm, config.model.num_layers_unfrozen)
     trainer = PPOTrainer(
         config=config,
         policy=PolicyWithValueHead(lm),
@@ -140,6 +142,7 @@ def make_trainer(
         metric_fn=metric_fn,
         stop_sequences=stop_sequences or (),
         accelerator=accelerator,
+        trunk=trunk,
     )
     if resume_path is not None:
         trainer.resume(resume_path)

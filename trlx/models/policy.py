@@ -31,6 +31,7 @@ class PolicyWithValueHead(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
         self.accepts_keep = "logits_to_keep" in forward_parameters(lm)
+        contiguous_head_input(lm)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, logits_to_keep: int = 0
@@ -57,6 +58,20 @@ class PolicyWithValueHead(nn.Module):
         hidden = captured[-1][:, -out.logits.shape[1] :]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits, values
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, Tensor) else a for a in args)
+
+
+def contiguous_head_input(lm: nn.Module) -> None:
+    """Give the LM head a contiguous input. With `logits_to_keep`, transformers feeds it a slice of the hidden
+    states; on CPU a linear layer on that strided view ran 2-5x slower (0.53 s instead of 0.10 s per decode step
+    of SmolLM2 at batch 64, whose 49k-row head dominates), so the slice is copied first (a few MB)."""
+    head = lm.get_output_embeddings()
+    if head is not None and not getattr(head, "_trlx_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._trlx_contiguous_input = True
 
 
 def forward_parameters(lm: nn.Module) -> set[str]:
@@ -237,4 +252,5 @@ def load_causal_lm(model_path: str, dtype: torch.dtype = torch.float32) -> PreTr
                 setattr(cfg, name, 0.0)
     lm = AutoModelForCausalLM.from_pretrained(model_path, config=config, dtype=dtype)
     disable_dropout(lm)
+    contiguous_head_input(lm)
     return lm

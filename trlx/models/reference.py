@@ -6,9 +6,9 @@
            are copied, and the shared trunk runs once for both
     lora   the policy itself with its LoRA adapters disabled               + nothing
 
-All three work for any `AutoModelForCausalLM`: the hydra reference is the model's own forward with its
-bottom blocks swapped for stand-ins, so position ids, attention masks and rotary embeddings are computed by
-the architecture's code as usual. The trainer only calls `forward_fn()`.
+All three work for any `AutoModelForCausalLM`: the hydra reference is the model's own forward whose bottom
+blocks are the policy's (replayed from the rollout's recorded trunk output, `trlx.models.trunk`), so position
+ids, attention masks and rotary embeddings are computed by the architecture's code as usual. The trainer only calls `forward_fn()`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from trlx.config import ModelConfig
 from trlx.models.policy import (
     disable_dropout,
     freeze_bottom_layers,
-    logits_kwargs,
     parameters_below,
     transformer_blocks,
 )
@@ -66,38 +65,14 @@ class FrozenCopy:
         return reference_forward(self.model)
 
 
-class _SharedBlock(nn.Module):
-    """Stands in for a shared bottom block in the reference: returns the policy's cached trunk output when one
-    is armed, else runs the (shared, frozen) block itself."""
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-        self.cached: Any = None
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.cached is not None:
-            return self.cached
-        return self.block(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        # Model loops read block attributes (e.g. `attention_type` for sliding-window layers).
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "block":  # not set yet (e.g. while copying): no recursion
-                raise
-            return getattr(self.block, name)
-
-
 class HydraReference:
     """Shares the frozen trunk (everything that runs before the top `num_layers_unfrozen` blocks) with the policy.
 
     Only parameters the policy can train are deep-copied, so the reference costs the top blocks plus the final
-    norm and head. Hooks on the policy record the trunk's output (the input of the first trainable block) of its
-    last no-grad forward; when the reference is then called on the same tokens, as `PPOTrainer.score` does, the
-    reference's bottom blocks return that output instead of recomputing it. On other inputs the shared blocks run.
-    That reuse is exact because the trunk is frozen: its output depends only on the tokens.
+    norm and head; its bottom blocks are the policy's own block objects. When the trainer replays the rollout's
+    recorded trunk output (`trlx.models.trunk.FrozenTrunk.replay`), those shared blocks return it in the
+    reference's forward too, so only the reference's top blocks run. That reuse is exact because the trunk is
+    frozen: its output depends only on the tokens. Without a replay the shared blocks simply run.
     """
 
     kind = "hydra"
@@ -125,82 +100,14 @@ class HydraReference:
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.policy_lm = lm
-        ref_blocks = transformer_blocks(self.model)
-        self.stand_ins = [_SharedBlock(ref_blocks[i]) for i in range(first_top)]
-        for i, stand_in in enumerate(self.stand_ins):
-            ref_blocks[i] = stand_in
-        self.trunk_reused, self.trunk_recomputed = 0, 0
-        self._pending: dict[str, Any] | None = None
-        self._cache: dict[str, Any] | None = None
-        # Registered after the copy so the hooks are not copied into the reference.
-        lm.register_forward_pre_hook(self._start_capture, with_kwargs=True)
-        blocks[first_top - 1].register_forward_hook(self._capture_trunk)
-        lm.register_forward_hook(self._finish_capture, with_kwargs=True)
 
-    # -- hooks on the policy: remember the trunk output of its latest no-grad forward
-    def _start_capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._pending = None
-        if torch.is_grad_enabled():  # training forwards: keeping their activations would hold the graph
-            return
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        self._pending = {
-            "input_ids": input_ids,
-            "attention_mask": kwargs.get("attention_mask"),
-            "position_ids": kwargs.get("position_ids"),
-            "output": None,
-        }
-
-    def _capture_trunk(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self._pending is not None:
-            self._pending["output"] = output
-
-    def _finish_capture(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self._pending is not None and self._pending["output"] is not None:
-            self._cache = self._pending
-        self._pending = None
-
-    # -- the reference
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> HydraReference:
         # Moves the copied top only in effect: the shared trunk is the policy's, already placed by accelerate.
         self.model.to(device=device, dtype=dtype)
         return self
 
     def forward_fn(self) -> ForwardFn:
-        keep_kwargs = logits_kwargs(self.model, 1)
-
-        def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, keep: int) -> tuple[Tensor, None]:
-            cache, self._cache = self._cache, None
-            hit = (
-                cache is not None
-                and _same(cache["input_ids"], input_ids)
-                and _same(cache["attention_mask"], attention_mask)
-                and _same(cache["position_ids"], position_ids)
-            )
-            for stand_in in self.stand_ins:
-                stand_in.cached = cache["output"] if hit else None
-            try:
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    use_cache=False,
-                    **({"logits_to_keep": keep} if keep_kwargs else {}),
-                )
-            finally:
-                for stand_in in self.stand_ins:
-                    stand_in.cached = None
-            self.trunk_reused += int(hit)
-            self.trunk_recomputed += int(not hit)
-            return out.logits, None
-
-        return forward
-
-
-def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and torch.equal(a, b.to(a.device))
+        return reference_forward(self.model)
 
 
 class AdaptersOff:

@@ -11,6 +11,7 @@ sampling log-probs out (a `Generation`), the policy's current weights read at ca
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,9 +19,10 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from trlx.algorithms.sampling import eos_ban, sampling_logits
+from trlx.algorithms.sampling import draw, eos_ban, sampling_logits
 from trlx.data.prompts import position_ids_from_mask
 from trlx.models.policy import forward_parameters
+from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.options import SamplingParams
 from trlx.types import Generation, PromptBatch
 
@@ -63,12 +65,33 @@ def generate(
     params: SamplingParams,
     stop_sequences: Sequence[str] = (),
     all_finished: Callable[[bool], bool] | None = None,
+    trunk: FrozenTrunk | None = None,
 ) -> Generation:
     """Sample one continuation per prompt and truncate it after EOS or a stop sequence.
 
     `all_finished(local_done) -> bool` makes the loop stop only when every process is done (ZeRO-3 and FSDP
-    gather parameters inside each forward, so all processes must run the same number of steps).
+    gather parameters inside each forward, so all processes must run the same number of steps). With `trunk`,
+    the frozen trunk's output at every position fed to the model is recorded in `Generation.trunk`.
     """
+    with trunk.capture() if trunk is not None else contextlib.nullcontext() as captured:
+        response, logprobs = _decode(lm, batch, params, all_finished)
+    ids, response_mask, outputs = truncate_responses(response, tokenizer, set(params.eos_token_ids), stop_sequences)
+    width = ids.shape[1]
+    sampled = logprobs[:, :width] * response_mask
+    recorded = None
+    if captured:
+        # Prompt positions, then one per fed token: P + (steps - 1) positions; the last response token is never
+        # fed, and nothing reads the trunk there (its logits predict nothing), so it is zero-padded.
+        recorded = torch.cat(captured, dim=1)[:, : batch.input_ids.shape[1] + width].cpu()
+        missing = batch.input_ids.shape[1] + width - recorded.shape[1]
+        recorded = torch.nn.functional.pad(recorded, (0, 0, 0, missing))
+    return Generation(batch, ids, response_mask, outputs, logprobs=sampled, trunk=recorded)
+
+
+def _decode(
+    lm: nn.Module, batch: PromptBatch, params: SamplingParams, all_finished: Callable[[bool], bool] | None
+) -> tuple[Tensor, Tensor]:
+    """The KV-cache sampling loop: (B, steps) token ids (pad after EOS) and their sampling log-probs, on CPU."""
     device = next(lm.parameters()).device
     mask = batch.attention_mask.to(device)
     positions = position_ids_from_mask(mask)
@@ -83,7 +106,7 @@ def generate(
         x = sampling_logits(
             logits, params.temperature, params.top_k, params.top_p, banned if t < params.min_new_tokens else None
         )
-        token = torch.multinomial(torch.softmax(x, dim=-1), 1).squeeze(-1)
+        token = draw(x)
         logprob = torch.log_softmax(x, dim=-1).gather(-1, token[:, None]).squeeze(-1)
         tokens.append(torch.where(finished, params.pad_token_id, token))
         logprobs.append(torch.where(finished, 0.0, logprob))
@@ -96,10 +119,7 @@ def generate(
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits = decoder(tokens[-1][:, None], mask, next_position)
         next_position = next_position + 1
-    response = torch.stack(tokens, dim=1).cpu()
-    ids, response_mask, outputs = truncate_responses(response, tokenizer, set(params.eos_token_ids), stop_sequences)
-    sampled = torch.stack(logprobs, dim=1).float().cpu()[:, : ids.shape[1]] * response_mask
-    return Generation(prompt=batch, response_ids=ids, response_mask=response_mask, outputs=outputs, logprobs=sampled)
+    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).float().cpu()
 
 
 def truncate_responses(

@@ -8,6 +8,7 @@ The RL math lives in `trlx.algorithms` (pure functions); this file only moves te
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -43,6 +44,7 @@ from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal,
 from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
+from trlx.models.trunk import FrozenTrunk
 from trlx.rewards.scoring import NonFiniteRewardError, call_with_accepted_kwargs, compute_scores, reward_kwargs
 from trlx.rollout.generation import generate
 from trlx.rollout.options import SamplingParams
@@ -67,6 +69,7 @@ class PPOTrainer:
         metric_fn: MetricFn | None = None,
         stop_sequences: Sequence[str] = (),
         accelerator: Accelerator | None = None,
+        trunk: FrozenTrunk | None = None,
     ) -> None:
         from trlx.trainers.optim import make_optimizer, make_scheduler
 
@@ -76,6 +79,9 @@ class PPOTrainer:
         self.reward_fn = reward_fn
         self.metric_fn = metric_fn
         self.stop_sequences = list(stop_sequences)
+        # With a frozen bottom (model.num_layers_unfrozen), its output is recorded while sampling and replayed
+        # in scoring and every update, so only the trainable top runs there.
+        self.trunk = trunk
         self.train_prompts, self.eval_prompts = train_prompts, eval_prompts
 
         optimizer = make_optimizer(config.optimizer, policy.parameters())
@@ -219,7 +225,7 @@ class PPOTrainer:
         collected, problem = 0, None
         while collected < method.num_rollouts:
             n = min(method.chunk_size, method.num_rollouts - collected)
-            generation = self.generate(self.train_prompts.batch(self.sampler.take(n)))
+            generation = self.generate(self.train_prompts.batch(self.sampler.take(n)), record_trunk=True)
             # After a fault the loop goes on (the rollout is dropped below): every process must make the same
             # generate/forward calls, which gather parameters collectively under ZeRO-3 and FSDP.
             try:
@@ -291,12 +297,19 @@ class PPOTrainer:
             metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
 
-    def generate(self, batch: Any) -> Generation:
+    def generate(self, batch: Any, record_trunk: bool = False) -> Generation:
         self.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
         lm = self.accelerator.unwrap_model(self.policy).lm
+        trunk = self.trunk if record_trunk else None
         with full_params_for_generation(self.accelerator, self.policy) as synced, self.accelerator.autocast():
             all_finished = (lambda done: not any_process(self.accelerator, not done)) if synced else None
-            return generate(lm, batch, self.tokenizer, self.sampling, self.stop_sequences, all_finished)
+            return generate(lm, batch, self.tokenizer, self.sampling, self.stop_sequences, all_finished, trunk)
+
+    def replaying_trunk(self, trunk: Tensor | None) -> contextlib.AbstractContextManager:
+        """Forwards inside skip the frozen trunk and use `trunk` (B, L, H), its recorded output, when there is one."""
+        if self.trunk is None or trunk is None:
+            return contextlib.nullcontext()
+        return self.trunk.replay(trunk.to(self.accelerator.device))
 
     @torch.no_grad()
     def score(self, generation: Generation) -> RolloutBatch:
@@ -309,10 +322,15 @@ class PPOTrainer:
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
         policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
         args = (query_ids, query_mask, response_ids, response_mask)
-        logprobs, values, _ = score_response(policy, *args, self.sampling)
-        with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
-            ref = score_response(self.reference.forward_fn(), *args, self.sampling.for_reference())
+        with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
+            logprobs, values, _ = score_response(policy, *args, self.sampling)
+            with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
+                ref = score_response(self.reference.forward_fn(), *args, self.sampling.for_reference())
         ref_logprobs = ref.logprobs
+        width = query_ids.shape[1]
+        trunk = (
+            (None, None) if generation.trunk is None else (generation.trunk[:, :width], generation.trunk[:, width:])
+        )
         empty = torch.zeros_like(logprobs)
         return RolloutBatch(
             query_ids=query_ids.cpu(),
@@ -326,6 +344,8 @@ class PPOTrainer:
             advantages=empty.cpu(),
             returns=empty.cpu(),
             scores=torch.zeros(len(query_ids)),
+            query_trunk=trunk[0],
+            response_trunk=trunk[1],
         )
 
     # ------------------------------------------------------------------ optimisation
@@ -342,7 +362,7 @@ class PPOTrainer:
             order = torch.randperm(len(rollout), generator=torch.Generator().manual_seed(seed))
             for start in range(0, len(rollout), size):
                 if index >= skip:
-                    yield rollout.select(order[start : start + size])
+                    yield rollout.select(order[start : start + size]).trimmed()
                 index += 1
 
     def guarded_update(self, minibatch: RolloutBatch) -> dict[str, float]:
@@ -401,9 +421,10 @@ class PPOTrainer:
         """The PPO loss of one (micro-)batch and its statistics (token means)."""
         method = self.config.method
         mask = mb.response_mask
-        scored = score_response(
-            self.policy, mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask, self.sampling
-        )
+        with self.replaying_trunk(mb.trunk):
+            scored = score_response(
+                self.policy, mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask, self.sampling
+            )
         pg = policy_loss(scored.logprobs, mb.logprobs, mb.advantages, mask, method.cliprange)
         vf = value_loss(scored.values, mb.values, mb.returns, mask, method.cliprange_value)
         loss = pg.loss + method.vf_coef * vf.loss
