@@ -47,6 +47,8 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "trlx_config.yml"
 LATEST_FILE = "latest"
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
+BEST_DIR = "best_checkpoint"
+TENSORBOARD_DIR = "tensorboard"
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
 # (tensors, JSON-able metadata) to be written as one safetensors file.
@@ -177,6 +179,46 @@ def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> list[Path]:
         shutil.rmtree(path)
         removed.append(path)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+def earlier_run_outputs(checkpoint_dir: str | Path) -> list[Path]:
+    """What an earlier run left in `checkpoint_dir` that a new run would append to or overwrite: the logs,
+    `latest`, `checkpoint_NNNNN/`, `best_checkpoint/` and the default TensorBoard folder. Other files are not
+    trlx's and never count (or get deleted)."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR}
+    return sorted(p for p in root.iterdir() if p.name in names or checkpoint_step(p) is not None)
+
+
+def check_output_dir(train: Any) -> None:
+    """Refuse, before any model loads, a `train.checkpoint_dir` that cannot be written or that holds another
+    run's results when this run neither resumes it nor was told to overwrite it."""
+    root = Path(train.checkpoint_dir).expanduser()
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise CheckpointError(f"train.checkpoint_dir: {str(existing)!r} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"train.checkpoint_dir: {str(existing)!r} is not writable")
+    if train.resume_from_checkpoint is not None or train.overwrite_output_dir:
+        return
+    found = earlier_run_outputs(root)
+    if found:
+        shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise CheckpointError(
+            f"train.checkpoint_dir: {str(root)!r} already holds another run's results ({shown}); starting a new run "
+            "there would overwrite them. Continue that run with train.resume_from_checkpoint=latest, or start "
+            "afresh in a new or empty folder (train.checkpoint_dir=...), or delete its results first with "
+            "train.overwrite_output_dir=true"
+        )
+
+
+def clear_run_outputs(checkpoint_dir: str | Path) -> None:
+    """Delete `earlier_run_outputs` (train.overwrite_output_dir); anything else in the folder stays."""
+    for path in earlier_run_outputs(checkpoint_dir):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 # ---------------------------------------------------------------------------------------------- resolving
@@ -442,7 +484,7 @@ def load_trainer(trainer: Resumable, path: Path) -> dict[str, Any]:
         accelerator.scaler.load_state_dict(state["grad_scaler"])
     trainer.load_state_dict(state)
     # A best_checkpoint saved after `path` (e.g. by a final evaluation) must not be replaced by a worse one.
-    best = trainer.checkpoint_dir / "best_checkpoint"
+    best = trainer.checkpoint_dir / BEST_DIR
     best_reward = load_state(best).get("best_reward") if (best / STATE_FILE).is_file() else None
     if best_reward is not None:
         trainer.best_reward = max(trainer.best_reward, best_reward)

@@ -8,6 +8,7 @@ allowed, so a bad YAML file or CLI override stops the run before any model is lo
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,27 @@ def doc(text: str, default: Any = dataclasses.MISSING, default_factory: Any = da
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
+
+
+# YAML 1.1 (PyYAML) reads `1e-5` (no dot) as a string; these are the numbers a user means by such strings.
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def numbers_from_strings(value: Any) -> Any:
+    """`value` with numeric strings (`"1e-5"`, `"0.9"`, `"16"`), also inside lists and dicts, turned into numbers."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+    if isinstance(value, list):
+        return [numbers_from_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: numbers_from_strings(v) for k, v in value.items()}
+    return value
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message on one line, with the usual cause of a tab error spelled out."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text + (" (YAML indents with spaces, not tabs)" if "'\\t'" in text else "")
 
 
 def _require(ok: bool, name: str, message: str) -> None:
@@ -59,6 +81,11 @@ class TrainConfig:
     resume_from_checkpoint: str | None = doc(
         "Continue exactly from this checkpoint folder, or `latest` (newest in checkpoint_dir); None: start fresh.",
         None,
+    )
+    overwrite_output_dir: bool = doc(
+        "Start afresh in a checkpoint_dir holding an earlier run's results, deleting them (metrics, samples, "
+        "checkpoints) first; without it, and without resume_from_checkpoint, such a folder is refused.",
+        False,
     )
     save_total_limit: int | None = doc(
         "Keep only the newest N `checkpoint_*` folders (plus `best_checkpoint/`); None keeps all.", None
@@ -138,7 +165,7 @@ class TrainConfig:
 @dataclass
 class ModelConfig:
     model_path: str = doc("Hugging Face model name or local folder of an AutoModelForCausalLM.", "gpt2")
-    num_layers_unfrozen: int = doc("Train only the top N transformer blocks (plus head); -1 trains all.", -1)
+    num_layers_unfrozen: int = doc("Train only the top N transformer blocks (plus head); -1 trains all.", 2)
     reference: str | None = doc(
         "KL reference model: copy (frozen full copy), hydra (shares the frozen bottom layers, copies only the top "
         "num_layers_unfrozen blocks and head), lora (the policy with its adapters disabled); None: lora when "
@@ -224,10 +251,11 @@ class OptimizerConfig:
     name: str = doc(f"Optimizer: one of {', '.join(OPTIMIZERS)}.", "adamw")
     kwargs: dict[str, Any] = doc(
         "Keyword arguments of the torch optimizer (lr, betas, eps, weight_decay).",
-        default_factory=lambda: {"lr": 1.0e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 1.0e-6},
+        default_factory=lambda: {"lr": 3.0e-5, "betas": [0.9, 0.95], "eps": 1.0e-8, "weight_decay": 1.0e-6},
     )
 
     def __post_init__(self) -> None:
+        self.kwargs = numbers_from_strings(self.kwargs)
         _require(self.name in OPTIMIZERS, "optimizer.name", f"allowed: {', '.join(OPTIMIZERS)}; got {self.name!r}")
         _require(
             float(self.kwargs.get("lr", 1.0)) > 0,
@@ -245,6 +273,7 @@ class SchedulerConfig:
     kwargs: dict[str, Any] = doc("Keyword arguments of the torch scheduler.", default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.kwargs = numbers_from_strings(self.kwargs)
         if self.name == "cosine":
             self.name = "cosine_annealing"
         _require(self.name in SCHEDULERS, "scheduler.name", f"allowed: {', '.join(SCHEDULERS)}; got {self.name!r}")
@@ -260,7 +289,7 @@ class PPOConfig:
     num_rollouts: int = doc("Samples collected per rollout phase (per process) before the PPO updates.", 128)
     chunk_size: int = doc("Prompts generated per `generate` call during rollout.", 128)
     ppo_epochs: int = doc("Passes over each rollout's minibatches.", 4)
-    init_kl_coef: float = doc("Initial coefficient of the per-token KL penalty (beta).", 0.05)
+    init_kl_coef: float = doc("Initial coefficient of the per-token KL penalty (beta).", 0.001)
     target: float | None = doc("Adaptive KL target per sequence (Ziegler et al. 2019); None: fixed coefficient.", None)
     horizon: int = doc("Adaptive KL controller horizon in samples.", 10000)
     kl_estimator: str = doc("Per-token KL estimator in the penalty: k1 (log-ratio), k2, k3 (Schulman 2020).", "k1")
@@ -291,6 +320,7 @@ class PPOConfig:
     )
 
     def __post_init__(self) -> None:
+        self.gen_kwargs = numbers_from_strings(self.gen_kwargs)
         _require(self.name == "PPOConfig", "method.name", f"allowed: 'PPOConfig'; got {self.name!r}")
         for name in ("num_rollouts", "chunk_size", "ppo_epochs", "horizon"):
             _require(
@@ -401,6 +431,13 @@ class TRLConfig:
         sections = {name: _build_section(name, SECTIONS[name], config.get(name) or {}) for name in SECTIONS}
         return cls(**sections)
 
+    @classmethod
+    def update(cls, base: TRLConfig | dict[str, Any], overrides: dict[str, Any]) -> TRLConfig:
+        """trlX's `TRLConfig.update(base, overrides)`: `base` (a TRLConfig or its dict) with `overrides`
+        merged in, given as `{"train.seed": 3}` or `{"train": {"seed": 3}}`, by `evolve`'s rules."""
+        config = base if isinstance(base, TRLConfig) else cls.from_dict(base)
+        return config.evolve(**overrides)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -409,16 +446,30 @@ class TRLConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        with path.open() as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with path.open() as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:  # e.g. a tab in the indentation; the message names the line and column
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         try:
             return cls.from_dict(data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
 
     def evolve(self, **overrides: Any) -> TRLConfig:
-        """A copy with overrides: `evolve(train={"seed": 3})` or `evolve(**{"train.seed": 3})`."""
+        """A copy with overrides: `evolve(train={"seed": 3})` or `evolve(**{"train.seed": 3})`.
+
+        A dict given for a dict-valued field (optimizer/scheduler `kwargs`, `method.gen_kwargs`, ...) merges into
+        the current one key by key: `evolve(optimizer={"kwargs": {"lr": 1e-4}})` keeps betas, eps and
+        weight_decay. A key set to None is removed (`method.gen_kwargs.top_k=None`); an empty dict `{}` empties
+        the field. Changing `optimizer.name` or `scheduler.name` starts that section's kwargs afresh (they are
+        the arguments of the class the name picks), so give the new class's kwargs in the same call.
+        """
         data = self.to_dict()
+        for section in ("optimizer", "scheduler"):  # kwargs belong to the class `name` picks
+            name = overrides.get(f"{section}.name", (overrides.get(section) or {}).get("name"))
+            if name is not None and name != data[section]["name"]:
+                data[section]["kwargs"] = {}
         for key, value in overrides.items():
             if "." in key:
                 _set_dotted(data, key, value)
@@ -455,7 +506,27 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(target.get(part), dict):
             raise ConfigError(f"{key!r}: {part!r} is not a mapping")
         target = target[part]
-    target[parts[-1]] = value
+    last = parts[-1]
+    if len(parts) > 1 and value is None:  # a key inside a dict-valued field: None removes it
+        target.pop(last, None)
+    elif isinstance(value, dict) and value and isinstance(target.get(last), dict):
+        target[last] = merge_dicts(target[last], value)
+    else:
+        target[last] = value
+
+
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated key by key, recursively (as trlX's `TRLConfig.update`); a key set to None is removed and
+    an empty dict replaces (empties) what was there."""
+    merged = dict(base)
+    for key, value in update.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and value and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _build_section(section: str, cls: type, values: Any) -> Any:
@@ -503,6 +574,7 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         _require(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer, got {value!r}")
         return value
     if hint is float:
+        value = numbers_from_strings(value)
         _require(
             isinstance(value, (int, float)) and not isinstance(value, bool), name, f"must be a number, got {value!r}"
         )

@@ -49,9 +49,10 @@ class MetricsLogger:
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Eval samples table: one JSON line per sample in samples.jsonl, tagged with the step."""
-        with (self.out_dir / "samples.jsonl").open("a") as f:
+        with (self.out_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
             for r in rows:
-                f.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
+                row = {"step": step, **{k: _jsonable(v) for k, v in r.items()}}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")  # non-ASCII text stays readable
         if self._tb is not None:
             table = "\n".join(f"| {r['prompt']!r} | {r['output']!r} | {r['reward']:.3f} |" for r in rows[:16])
             self._tb.add_text("eval/samples", "| prompt | output | reward |\n|---|---|---|\n" + table, step)

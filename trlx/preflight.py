@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from trlx.checkpoint import check_resumable, resolve_checkpoint
+from trlx.checkpoint import check_output_dir, check_resumable, resolve_checkpoint
 from trlx.config import TRLConfig
 from trlx.trainers.optim import make_optimizer, make_scheduler
 
@@ -20,6 +20,7 @@ def preflight(config: TRLConfig, num_processes: int) -> Path | None:
     """Fail early on settings that cannot work; return the checkpoint folder to resume from, if any."""
     # A throwaway one-parameter optimizer: torch validates kwargs at construction, in microseconds.
     make_scheduler(config.scheduler, make_optimizer(config.optimizer, [torch.nn.Parameter(torch.zeros(1))]))
+    check_output_dir(config.train)
     if config.train.resume_from_checkpoint is None:
         return None
     path = resolve_checkpoint(config.train.checkpoint_dir, config.train.resume_from_checkpoint)

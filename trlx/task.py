@@ -6,6 +6,7 @@ import csv
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ def load_object(spec: str, what: str = "object") -> Any:
         sys.modules.setdefault(path.stem, module)
         module_spec.loader.exec_module(module)
     else:
+        # As under `python -m trlx`: modules in the working directory import (the `trlx` script lacks this).
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:

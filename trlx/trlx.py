@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from trlx.checkpoint import clear_run_outputs
 from trlx.config import TRLConfig
 from trlx.data.default_configs import default_ppo_config
 from trlx.data.prompts import PromptPipeline, to_prompts
@@ -103,11 +104,19 @@ def make_trainer(
         config = config.evolve(model={"model_path": str(model_path)})
     if stop_sequences is not None and isinstance(stop_sequences, str):
         raise TypeError("stop_sequences must be a list of strings, not a single string")
+    if config.model.model_path.startswith("gguf:"):
+        from trlx.models.gguf import resolve_model_path
+
+        config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})
     check_model_path(config.model.model_path)
 
     accelerator = make_accelerator(config.train)
     seed_everything(config.train.seed + accelerator.process_index)
     resume_path = preflight(config, accelerator.num_processes)
+    if config.train.overwrite_output_dir and resume_path is None:
+        if accelerator.is_main_process:
+            clear_run_outputs(config.train.checkpoint_dir)
+        accelerator.wait_for_everyone()
 
     # Cheap checks first: tokenizer and prompts fail before the model is loaded.
     tokenizer = load_tokenizer(

@@ -78,3 +78,17 @@ def test_bad_reward_fn_output_stops_before_any_update(tiny_gpt2_path, tmp_path, 
         trlx.train(str(tiny_gpt2_path), reward_fn=reward_fn, prompts=TINY_PROMPTS, config=tiny_ppo_config(tmp_path))
     metrics = tmp_path / "metrics.jsonl"
     assert not metrics.exists() or all('"policy/loss"' not in line for line in metrics.read_text().splitlines())
+
+
+def test_metric_fn_that_returns_nothing_is_a_clear_error(tiny_gpt2_path, tmp_path):
+    def metric_fn(samples, **kwargs):
+        {"length": [len(s) for s in samples]}  # forgot `return`
+
+    with pytest.raises(RewardError, match=r"metric_fn must return a dict .* got NoneType \(did it forget to return"):
+        trlx.train(
+            str(tiny_gpt2_path),
+            reward_fn=good_word_reward,
+            prompts=TINY_PROMPTS,
+            metric_fn=metric_fn,
+            config=tiny_ppo_config(tmp_path),
+        )

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from resilience_helpers import STEPS_PER_ROLLOUT, make_tiny_gpt2, metric_rows, run, weights
+from resilience_helpers import STEPS_PER_ROLLOUT, make_tiny_gpt2, metric_rows, run, training_rows, weights
 from transformers import AutoModelForCausalLM
 
 import trlx.checkpoint
@@ -104,3 +104,21 @@ def test_save_total_limit_keeps_newest_checkpoints_and_the_best(straight):
     # Tensors only in safetensors, state in JSON/YAML: nothing a resume would have to unpickle.
     suffixes = {p.suffix for p in (straight / "checkpoint_00020").iterdir()}
     assert suffixes <= {".json", ".safetensors", ".yml"}, suffixes
+
+
+def test_rerun_into_a_used_folder_is_refused_and_overwrite_starts_clean(model_path, straight, tmp_path):
+    """A second run into a folder never mixes into the first one's results: refused unless told to overwrite,
+    and an overwrite leaves exactly one run's logs and checkpoints (and the user's own files)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    (run_dir / "notes.txt").write_text("mine")
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    with pytest.raises(trlx.checkpoint.CheckpointError, match="already holds another run's results"):
+        run(model_path, run_dir, 8)
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # nothing touched
+    run(model_path, run_dir, 8, **{"train.overwrite_output_dir": True})
+    assert [row["step"] for row in training_rows(run_dir)] == list(range(1, 9))
+    assert training_rows(run_dir) == training_rows(straight)[:8]  # a fresh run, not a continuation
+    assert sorted(p.name for p in run_dir.glob("checkpoint_*")) == ["checkpoint_00005", "checkpoint_00008"]
+    assert read_latest(run_dir).name == "checkpoint_00008"
+    assert (run_dir / "notes.txt").read_text() == "mine"

@@ -128,6 +128,16 @@ def other_vocabulary(tmp_path, model):
     return tokenizer_folder(tmp_path, list(reversed(TINY_WORDS)))  # same size, other ids
 
 
+def earlier_run(tmp_path, model):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')  # small_config's checkpoint_dir is tmp_path
+    return {}
+
+
+def checkpoint_dir_under_a_file(tmp_path, model):
+    (tmp_path / "run").write_text("")
+    return {"config": small_config(tmp_path / "run" / "sub")}
+
+
 # (id, builder(tmp_path, model_folder) -> trlx.train kwargs, exception, message)
 PREFLIGHT_CASES = [
     (
@@ -138,10 +148,29 @@ PREFLIGHT_CASES = [
     ),
     ("empty_prompts", lambda tmp, model: {"prompts": []}, ValueError, r"prompts is empty: pass at least one prompt"),
     (
+        "prompts_one_string",
+        lambda tmp, model: {"prompts": "the movie was"},
+        TypeError,
+        r"prompts must be a list of prompts, not one string \(which would be read letter by letter\): pass \['the",
+    ),
+    (
         "model_path_missing",
         lambda tmp, model: {"model_path": str(tmp / "no-such-model")},
         FileNotFoundError,
         r"model_path '.*no-such-model' does not exist",
+    ),
+    (
+        "unknown_builtin_model",
+        lambda tmp, model: {"model_path": "gguf:llama-70b"},
+        FileNotFoundError,
+        r"model_path 'gguf:llama-70b': unknown; built-in: gguf:smollm2-135m",
+    ),
+    (
+        "hub_model_not_cached_offline",
+        lambda tmp, model: {"model_path": "nobody/no-such-model"},
+        FileNotFoundError,
+        r"model_path 'nobody/no-such-model' is not a local folder and not in the Hugging Face cache, and "
+        r"HF_HUB_OFFLINE is set; point it at a local folder",
     ),
     ("reward_fn_missing", lambda tmp, model: {"reward_fn": None}, ValueError, r"reward_fn is required"),
     ("reward_fn_not_callable", lambda tmp, model: {"reward_fn": 3.0}, TypeError, r"reward_fn must be callable"),
@@ -175,6 +204,20 @@ PREFLIGHT_CASES = [
         lambda tmp, model: {"config": small_config(tmp, "scheduler.name=linear", "scheduler.kwargs={T_max: 3}")},
         ValueError,
         r"scheduler\.kwargs \{'T_max': 3\} do not fit torch linear",
+    ),
+    (
+        "earlier_run_in_checkpoint_dir",
+        earlier_run,
+        CheckpointError,
+        r"train\.checkpoint_dir: '.*' already holds another run's results \(metrics\.jsonl\); starting a new run "
+        r"there would overwrite them\. Continue that run with train\.resume_from_checkpoint=latest, or start afresh "
+        r"in a new or empty folder .* train\.overwrite_output_dir=true",
+    ),
+    (
+        "checkpoint_dir_is_a_file",
+        checkpoint_dir_under_a_file,
+        CheckpointError,
+        r"train\.checkpoint_dir: '.*run' is a file, not a folder",
     ),
     (
         "resume_latest_without_checkpoint",

@@ -35,6 +35,44 @@ def test_dotted_evolve():
 
 
 @pytest.mark.parametrize(
+    "override",
+    [
+        {"optimizer": {"kwargs": {"lr": 1e-4}}},
+        {"optimizer.kwargs": {"lr": 1e-4}},
+        {"optimizer.kwargs.lr": 1e-4},
+    ],
+    ids=["section_dict", "dotted_field", "dotted_key"],
+)
+def test_evolve_merges_dict_fields_instead_of_replacing_them(override):
+    base = default_ppo_config()
+    kwargs = base.evolve(**override).optimizer.kwargs
+    assert kwargs == {**base.optimizer.kwargs, "lr": 1e-4}
+    assert kwargs["weight_decay"] == 1e-6 and kwargs["betas"] == [0.9, 0.95]  # not torch's defaults
+
+
+def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
+    base = default_ppo_config()
+    gen = base.evolve(method={"gen_kwargs": {"top_k": None, "temperature": 0.7}}).method.gen_kwargs
+    assert "top_k" not in gen and gen["temperature"] == 0.7 and gen["top_p"] == base.method.gen_kwargs["top_p"]
+    assert "top_p" not in base.evolve(**{"method.gen_kwargs.top_p": None}).method.gen_kwargs
+    assert (
+        base.evolve(scheduler={"name": "linear", "kwargs": {"total_iters": 5}})
+        .evolve(scheduler={"kwargs": {}})
+        .scheduler.kwargs
+        == {}
+    )
+    # A new optimizer/scheduler class starts from its own kwargs, not the previous class's.
+    assert base.evolve(**{"optimizer.name": "sgd", "optimizer.kwargs": {"lr": 0.1}}).optimizer.kwargs == {"lr": 0.1}
+    assert base.evolve(scheduler={"name": "linear"}).scheduler.kwargs == {}
+    assert base.evolve(optimizer={"name": "adamw"}).optimizer.kwargs == base.optimizer.kwargs  # same name: kept
+    assert base.with_overrides(["optimizer.kwargs={lr: 0.5}"]).optimizer.kwargs == {**base.optimizer.kwargs, "lr": 0.5}
+    assert (
+        base.train.tracker is None
+        and base.evolve(train={"tracker": "tensorboard"}).evolve(**{"train.tracker": None}).train.tracker is None
+    )  # a plain field set to None is set, not removed
+
+
+@pytest.mark.parametrize(
     "data, message",
     [
         ({"trian": {}}, "unknown config section(s) ['trian']"),
@@ -84,3 +122,55 @@ def test_every_field_is_documented():
     rows = [line for line in table.splitlines()[2:]]
     assert rows and all(not line.endswith("|  |") for line in rows)
     assert "`method.init_kl_coef`" in table
+
+
+def test_update_is_trlx_classmethod_with_merge_semantics():
+    base = default_ppo_config()
+    for start in (base, base.to_dict()):
+        config = TRLConfig.update(start, {"train.seed": 5, "optimizer": {"kwargs": {"lr": 2e-4}}})
+        assert config.train.seed == 5
+        assert config.optimizer.kwargs == {**base.optimizer.kwargs, "lr": 2e-4}
+    with pytest.raises(ConfigError, match="unknown field 'train.sed'"):
+        TRLConfig.update(base.to_dict(), {"train.sed": 1})
+
+
+def test_yaml_1_1_number_strings_are_numbers(tmp_path):
+    """PyYAML reads `1e-5` (no dot) as a string; as a learning rate it must still be the number."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "optimizer: {name: adamw, kwargs: {lr: 1e-5, betas: [9e-1, 0.999], eps: 1e-8}}\n"
+        "scheduler: {name: cosine_annealing, kwargs: {T_max: 100, eta_min: 1e-6}}\n"
+        "method: {init_kl_coef: 5e-2, gen_kwargs: {max_new_tokens: 8, temperature: 7e-1}}\n"
+    )
+    assert yaml.safe_load(path.read_text())["optimizer"]["kwargs"]["lr"] == "1e-5"  # what PyYAML gives
+    config = TRLConfig.load_yaml(path)
+    assert config.optimizer.kwargs == {"lr": 1e-5, "betas": [0.9, 0.999], "eps": 1e-8}
+    assert config.scheduler.kwargs == {"T_max": 100, "eta_min": 1e-6}
+    assert config.method.init_kl_coef == 0.05 and config.method.gen_kwargs["temperature"] == 0.7
+    assert default_ppo_config().with_overrides(["optimizer.kwargs.lr=3e-4"]).optimizer.kwargs["lr"] == 3e-4
+    with pytest.raises(ConfigError, match="must be a number, got 'fast'"):
+        default_ppo_config().with_overrides(["method.init_kl_coef=fast"])
+
+
+def test_reward_model_yaml_number_strings_are_numbers(tmp_path):
+    from trlx.rewards.train_rm import RewardModelConfig
+
+    path = tmp_path / "rm.yml"
+    path.write_text("backbone: x\ncomparisons: c.jsonl\noutput_dir: out\nlr: 5e-5\nweight_decay: 1e-2\n")
+    config = RewardModelConfig.from_yaml(path)
+    assert config.lr == 5e-5 and config.weight_decay == 0.01
+
+
+def test_tab_indented_yaml_names_the_line(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("train:\n\tseed: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"c\.yml: not valid YAML: .*line 2, column 1 \(YAML indents with spaces, not tabs\)"
+    ):
+        TRLConfig.load_yaml(path)
+
+
+def test_python_yaml_and_cli_start_from_the_same_defaults(tmp_path):
+    empty = tmp_path / "empty.yml"
+    empty.write_text("")
+    assert default_ppo_config() == TRLConfig() == TRLConfig.from_dict({}) == TRLConfig.load_yaml(empty)

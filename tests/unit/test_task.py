@@ -58,3 +58,23 @@ def test_bad_import_paths(spec, error, message):
 def test_non_callable_reward():
     with pytest.raises(TypeError, match="is not callable"):
         load_function("math:pi", "task.reward_fn")
+
+
+def test_module_in_the_working_directory_imports_without_it_on_sys_path(tmp_path, monkeypatch):
+    """The `trlx` console script does not put the working directory on sys.path (`python -m trlx` does);
+    `task.reward_fn: my_rewards:fn` must import the same under both."""
+    (tmp_path / "cwd_rewards_for_test.py").write_text("def fn(samples, **kw):\n    return [1.0] * len(samples)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    fn = load_function("cwd_rewards_for_test:fn", "task.reward_fn")
+    assert fn(["a", "b"]) == [1.0, 1.0]
+
+
+def test_samples_table_keeps_non_ascii_text_readable(tmp_path):
+    from trlx.logging import MetricsLogger
+
+    logger = MetricsLogger(tmp_path)
+    logger.log_samples(3, [{"prompt": "Le café", "output": " était très bon ☕", "reward": 1.0}])
+    logger.close()
+    text = (tmp_path / "samples.jsonl").read_text(encoding="utf-8")
+    assert "Le café" in text and "très bon ☕" in text

@@ -22,6 +22,11 @@ class Prompt:
 
 def to_prompts(prompts: Sequence[str | dict[str, Any]], name: str = "prompts") -> list[Prompt]:
     """Accept strings or dicts with a `prompt` key (other keys become metadata); reject empty input."""
+    if isinstance(prompts, str):
+        raise TypeError(
+            f"{name} must be a list of prompts, not one string (which would be read letter by letter): "
+            f"pass [{prompts[:40]!r}]"
+        )
     if prompts is None or len(prompts) == 0:
         raise ValueError(f"{name} is empty: pass at least one prompt")
     out = []

@@ -162,3 +162,16 @@ def smollm2_135m(cache_dir: Path | None = None) -> Path:
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return materialize_gguf(smollm2_gguf_path(), root / "models" / SMOLLM2_DIR_NAME, dtype=torch.float32)
+
+
+# model_path values naming a model trlx builds offline from an installed package, instead of a folder or Hub name.
+BUILTIN_MODELS = {"gguf:smollm2-135m": smollm2_135m}
+
+
+def resolve_model_path(model_path: str) -> str:
+    """`model_path` itself, or for a BUILTIN_MODELS name (`gguf:smollm2-135m`) the folder it is converted to."""
+    if model_path.startswith("gguf:"):
+        if model_path not in BUILTIN_MODELS:
+            raise FileNotFoundError(f"model_path {model_path!r}: unknown; built-in: {', '.join(BUILTIN_MODELS)}")
+        return str(BUILTIN_MODELS[model_path]())
+    return model_path

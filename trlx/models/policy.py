@@ -179,6 +179,40 @@ def check_model_path(model_path: str, field: str = "model_path", need_config: bo
     looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1 or os.sep == "\\"
     if looks_local:
         raise FileNotFoundError(f"{field} {model_path!r} does not exist")
+    check_hub_model(model_path, field)
+
+
+OFFLINE_HINT = (
+    "; point it at a local folder (SmolLM2-135M offline: python -c 'from trlx.models.gguf import smollm2_135m; "
+    "print(smollm2_135m())' prints one)"
+)
+
+
+def check_hub_model(name: str, field: str, timeout_s: float = 5.0) -> None:
+    """A Hub name must be in the local cache, or the Hub must answer within `timeout_s`: otherwise fail now
+    with trlx's message instead of after a minute of download retries and a long traceback."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str) or isinstance(
+        huggingface_hub.try_to_load_from_cache(name, "tokenizer_config.json"), str
+    ):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{field} {name!r} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+            + OFFLINE_HINT
+        )
+    try:
+        huggingface_hub.model_info(name, timeout=timeout_s)
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"{field} {name!r}: no such local folder or Hugging Face Hub model") from None
+    except Exception as e:  # no network, a proxy, a timeout: the download would retry for a minute, then fail
+        raise FileNotFoundError(
+            f"{field} {name!r} is not a local folder and the Hugging Face Hub did not answer within {timeout_s:.0f} s "
+            f"({type(e).__name__})" + OFFLINE_HINT
+        ) from None
 
 
 def model_eos_ids(tokenizer: PreTrainedTokenizerBase, lm: nn.Module) -> tuple[int, ...]:

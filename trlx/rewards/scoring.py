@@ -47,6 +47,17 @@ def call_with_accepted_kwargs(fn: Callable[..., Any], **kwargs: Any) -> Any:
     return fn(**{k: v for k, v in kwargs.items() if k in params})
 
 
+def call_metric_fn(metric_fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """metric_fn's {name: value or one value per sample}; anything else is a RewardError saying what is wanted."""
+    result = call_with_accepted_kwargs(metric_fn, **kwargs)
+    if not isinstance(result, dict):
+        raise RewardError(
+            f"metric_fn must return a dict of metric name -> one number per sample (or one number), got "
+            f"{type(result).__name__}{' (did it forget to return?)' if result is None else ''}"
+        )
+    return result
+
+
 def reward_kwargs(generation: Generation, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """samples, prompts, outputs, tokenizer, and each metadata field as a list aligned with the samples."""
     metadata = generation.prompt.metadata

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from trlx.algorithms.preference import bradley_terry_loss, pairs_from_choice, preference_accuracy
+from trlx.config import numbers_from_strings, yaml_problem
 from trlx.feedback.store import Comparison, append_json_line, read_comparisons
 from trlx.rewards.reward_model import RewardModel
 
@@ -90,12 +91,17 @@ class RewardModelConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown RewardModelConfig field(s) {unknown}; allowed: {known}")
-        return cls(**data)
+        hints = typing.get_type_hints(cls)
+        floats = {name for name, hint in hints.items() if hint is float or float in typing.get_args(hint)}
+        return cls(**{k: numbers_from_strings(v) if k in floats else v for k, v in data.items()})
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: typing.Sequence[str] = ()) -> RewardModelConfig:
         """Read a YAML mapping of fields, then apply ``field=value`` overrides (values typed by the field)."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of RewardModelConfig fields")
         hints = typing.get_type_hints(cls)

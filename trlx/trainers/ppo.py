@@ -27,7 +27,7 @@ from trlx.algorithms.kl import kl_penalty, make_kl_controller
 from trlx.algorithms.ppo import entropy_from_logits, policy_loss, value_loss
 from trlx.algorithms.rewards import place_scores, scale_token_scores, shape_rewards
 from trlx.algorithms.stats import RunningMoments, masked_mean, masked_whiten
-from trlx.checkpoint import checkpoint_name, load_trainer, read_latest, save_trainer
+from trlx.checkpoint import BEST_DIR, TENSORBOARD_DIR, checkpoint_name, load_trainer, read_latest, save_trainer
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler
 from trlx.distributed import (
@@ -45,7 +45,7 @@ from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
-from trlx.rewards.scoring import NonFiniteRewardError, call_with_accepted_kwargs, compute_scores, reward_kwargs
+from trlx.rewards.scoring import NonFiniteRewardError, call_metric_fn, compute_scores, reward_kwargs
 from trlx.rollout.generation import generate
 from trlx.rollout.options import SamplingParams
 from trlx.rollout.scoring import score_response
@@ -115,7 +115,7 @@ class PPOTrainer:
         if self.accelerator.is_main_process:
             tb_dir = None
             if config.train.tracker == "tensorboard":
-                tb_dir = config.train.logging_dir or self.checkpoint_dir / "tensorboard"
+                tb_dir = config.train.logging_dir or self.checkpoint_dir / TENSORBOARD_DIR
             self.logger = MetricsLogger(self.checkpoint_dir, tb_dir)
 
     # ------------------------------------------------------------------ the loop
@@ -475,7 +475,7 @@ class PPOTrainer:
                 ]
                 if self.metric_fn is not None and any(keep):
                     kwargs = reward_kwargs(generation, self.tokenizer)
-                    for key, value in call_with_accepted_kwargs(self.metric_fn, **kwargs).items():
+                    for key, value in call_metric_fn(self.metric_fn, kwargs).items():
                         if isinstance(value, list) and len(value) == len(keep):
                             value = [v for v, k in zip(value, keep) if k]
                         metric_values += [(key, float(v)) for v in (value if isinstance(value, list) else [value])]
@@ -495,7 +495,7 @@ class PPOTrainer:
             self.logger.log_samples(self.step, rows)
         if self.config.train.save_best and metrics["eval/reward_mean"] > self.best_reward:
             self.best_reward = metrics["eval/reward_mean"]
-            self.save(self.checkpoint_dir / "best_checkpoint")
+            self.save(self.checkpoint_dir / BEST_DIR)
         return metrics
 
     def log(self, row: dict[str, Any]) -> None:
