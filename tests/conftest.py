@@ -122,6 +122,32 @@ def tiny_ppo_config(checkpoint_dir: Path, **overrides):
     return default_ppo_config().evolve(**{**base, **overrides})
 
 
+def random_gpt2(vocab: int, layers: int):
+    """A random GPT-2 in eval mode (no tokenizer), seeded, for module-level tests."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=2, n_embd=32, n_positions=64, vocab_size=vocab)).eval()
+
+
+def random_llama(vocab: int, layers: int, tie_word_embeddings: bool = False):
+    """A random Llama (grouped-query attention) in eval mode, seeded, for module-level tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        num_hidden_layers=layers,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 TINY_PROMPTS = ["the movie was", "this film is", "i think it", "the acting was", "the plot is", "it was very"] * 4
 
 

@@ -23,6 +23,7 @@ from trlx.models.policy import (
     check_tokenizer_fits,
     load_causal_lm,
     load_tokenizer,
+    position_limit,
 )
 from trlx.models.reference import build_policy_and_reference
 from trlx.models.trunk import frozen_trunk
@@ -123,15 +124,29 @@ def make_trainer(
         config.tokenizer.tokenizer_path or config.model.model_path, config.tokenizer.truncation_side
     )
     check_tokenizer_fits(tokenizer, config.model.model_path, config.tokenizer.tokenizer_path)
-    max_prompt_length = config.train.seq_length - config.method.gen_kwargs["max_new_tokens"]
+    max_new_tokens = config.method.gen_kwargs["max_new_tokens"]
+    max_prompt_length = config.train.seq_length - max_new_tokens
+    budget = "train.seq_length minus method.gen_kwargs.max_new_tokens"
+    limit = position_limit(config.model.model_path)
+    if limit is not None and limit < config.train.seq_length:  # positions past the model's limit would crash
+        max_prompt_length = limit - max_new_tokens
+        budget = (
+            f"the model's {limit} positions minus method.gen_kwargs.max_new_tokens; train.seq_length "
+            f"({config.train.seq_length}) is more than the model supports"
+        )
+        if max_prompt_length < 1:
+            raise ValueError(
+                f"method.gen_kwargs.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in model "
+                f"{config.model.model_path!r}'s {limit} positions"
+            )
     if prompts is None:
         prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size
     # Every process checks all prompts (so a bad one fails everywhere at once), then keeps its own share.
-    train_prompts = PromptPipeline(to_prompts(prompts, "prompts"), tokenizer, max_prompt_length)
+    train_prompts = PromptPipeline(to_prompts(prompts, "prompts"), tokenizer, max_prompt_length, budget)
     train_prompts = train_prompts.select(shard(range(len(train_prompts)), accelerator, "prompts"))
     if eval_prompts is None:
         eval_prompts = list(prompts)[: config.train.batch_size]
-    eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length)
+    eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length, budget)
     eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
 
     with loading_full_weights(accelerator):

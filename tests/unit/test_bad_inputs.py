@@ -128,6 +128,13 @@ def other_vocabulary(tmp_path, model):
     return tokenizer_folder(tmp_path, list(reversed(TINY_WORDS)))  # same size, other ids
 
 
+def model_without_tokenizer(tmp_path, model):
+    folder = tmp_path / "bare-model"
+    folder.mkdir()
+    (folder / "config.json").write_text((model / "config.json").read_text())
+    return {"model_path": str(folder)}
+
+
 def earlier_run(tmp_path, model):
     (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')  # small_config's checkpoint_dir is tmp_path
     return {}
@@ -147,6 +154,20 @@ PREFLIGHT_CASES = [
         r"prompt 0 has 30 tokens but only 18 fit \(train\.seq_length minus method\.gen_kwargs\.max_new_tokens\)",
     ),
     ("empty_prompts", lambda tmp, model: {"prompts": []}, ValueError, r"prompts is empty: pass at least one prompt"),
+    (
+        "prompt_past_the_model_position_limit",
+        lambda tmp, model: {"prompts": ["good " * 1030], "config": small_config(tmp, "train.seq_length=1100")},
+        ValueError,
+        r"prompt 0 has 1030 tokens but only 1018 fit \(the model's 1024 positions minus method\.gen_kwargs\."
+        r"max_new_tokens; train\.seq_length \(1100\) is more than the model supports\)",
+    ),
+    (
+        "model_folder_without_tokenizer",
+        model_without_tokenizer,
+        FileNotFoundError,
+        r"'.*bare-model' has no tokenizer files \(tokenizer\.json, .*\): save one there with "
+        r"tokenizer\.save_pretrained\(folder\), or name another with tokenizer\.tokenizer_path",
+    ),
     (
         "prompts_one_string",
         lambda tmp, model: {"prompts": "the movie was"},

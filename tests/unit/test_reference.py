@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from conftest import random_gpt2, random_llama
 
 from trlx.models.policy import PolicyWithValueHead, freeze_bottom_layers, parameters_below, transformer_blocks
 from trlx.models.reference import HydraReference, make_reference, owned_parameters
@@ -15,24 +15,12 @@ from trlx.rollout.scoring import reference_forward, score_response
 VOCAB = 60
 
 
-def tiny_gpt2() -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(n_layer=4, n_head=2, n_embd=32, n_positions=64, vocab_size=VOCAB)).eval()
+def tiny_gpt2():
+    return random_gpt2(VOCAB, layers=4)
 
 
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        num_hidden_layers=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).eval()
+def tiny_llama():
+    return random_llama(VOCAB, layers=4)
 
 
 MODELS = {"gpt2": tiny_gpt2, "llama": tiny_llama}

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from conftest import random_gpt2, random_llama
 
 from trlx.data.prompts import PromptPipeline, to_prompts
 from trlx.models.policy import PolicyWithValueHead, freeze_bottom_layers, load_tokenizer, transformer_blocks
@@ -16,22 +16,11 @@ from trlx.rollout.scoring import score_response
 
 
 def gpt2(vocab):
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(n_layer=3, n_head=2, n_embd=32, n_positions=64, vocab_size=vocab))
+    return random_gpt2(vocab, layers=3)
 
 
 def llama(vocab):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        num_hidden_layers=3,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=vocab,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config)
+    return random_llama(vocab, layers=3)
 
 
 @pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2", "llama"])

@@ -51,7 +51,13 @@ def to_prompts(prompts: Sequence[str | dict[str, Any]], name: str = "prompts") -
 class PromptPipeline:
     """Tokenized prompts, checked once against the length budget so a long prompt fails before any compute."""
 
-    def __init__(self, prompts: list[Prompt], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int) -> None:
+    def __init__(
+        self,
+        prompts: list[Prompt],
+        tokenizer: PreTrainedTokenizerBase,
+        max_prompt_length: int,
+        budget: str = "train.seq_length minus method.gen_kwargs.max_new_tokens",
+    ) -> None:
         self.prompts = prompts
         self.tokenizer = tokenizer
         self.token_ids: list[list[int]] = tokenizer([p.text for p in prompts], add_special_tokens=False)["input_ids"]
@@ -61,7 +67,7 @@ class PromptPipeline:
             if len(ids) > max_prompt_length:
                 raise ValueError(
                     f"prompt {i} has {len(ids)} tokens but only {max_prompt_length} fit "
-                    f"(train.seq_length minus method.gen_kwargs.max_new_tokens): {prompts[i].text[:80]!r}..."
+                    f"({budget}): {prompts[i].text[:80]!r}..."
                 )
         # False marks padding: a repeated prompt that only evens out the processes' shares (see `select`).
         self.keep: list[bool] = [True] * len(prompts)

@@ -225,8 +225,17 @@ def model_eos_ids(tokenizer: PreTrainedTokenizerBase, lm: nn.Module) -> tuple[in
     return merge_eos_ids(tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
 def load_tokenizer(path: str, truncation_side: str = "right") -> PreTrainedTokenizerBase:
     check_model_path(path, "tokenizer path", need_config=False)
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save one there with "
+            "tokenizer.save_pretrained(folder), or name another with tokenizer.tokenizer_path"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = truncation_side
@@ -236,6 +245,18 @@ def load_tokenizer(path: str, truncation_side: str = "right") -> PreTrainedToken
             raise ValueError(f"tokenizer {path!r} has neither a pad nor an eos token; set one before training")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def position_limit(model_path: str) -> int | None:
+    """How many positions the model's config allows (GPT-2's n_positions, Llama's max_position_embeddings)."""
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return None
+    for name in ("n_positions", "max_position_embeddings"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
 
 
 def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_path: str, tokenizer_path: str | None) -> None:
