@@ -1,6 +1,7 @@
 """Shared fixtures: tiny, randomly initialised models and a word-level tokenizer built without the network."""
 
 import os
+import re
 
 # Set before transformers/huggingface_hub are imported by any test module: both read these once at import.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -190,3 +191,15 @@ def separable_rm_config(tmp_path: Path, backbone: Path, with_ties: bool = False,
     return RewardModelConfig(
         backbone=str(backbone), comparisons=str(comparisons), output_dir=str(tmp_path / "rm"), **settings
     )
+
+
+def readme_train_commands() -> list[list[str]]:
+    """The `trlx train ...` / `python -m trlx train ...` lines of the README's bash blocks, comments cut."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for line in block.splitlines():
+            words = line.split("#")[0].split()
+            if words[:2] == ["trlx", "train"] or words[:4] == ["python", "-m", "trlx", "train"]:
+                commands.append(words)
+    return commands

@@ -12,7 +12,7 @@ def train_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="trlx train",
         description="Fine-tune a causal LM with PPO. The YAML's `task` section names the reward function and prompts.",
-        epilog="example: trlx train configs/ppo_tiny.yml train.seed=3 method.gen_kwargs.max_new_tokens=16",
+        epilog="example: trlx train configs/ppo_smollm2.yml train.seed=3 train.checkpoint_dir=runs/seed3",
     )
     parser.add_argument(
         "config", help="YAML file with sections train, model, tokenizer, optimizer, scheduler, method, task"
@@ -29,7 +29,12 @@ def train_main(argv: list[str]) -> int:
         return 2
     import trlx
 
-    trainer = trlx.train(config=config)
+    try:  # what preflight refuses (before any model loads) is one line, not a traceback
+        trainer = trlx.make_trainer(config=config)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        print(f"trlx train: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    trainer.learn()
     # Leave the process group together: a process exiting while another still tears down its communication
     # threads can abort (DeepSpeed) or hang (gloo: about one 2-process CPU run in six without the barrier).
     trainer.accelerator.wait_for_everyone()

@@ -138,3 +138,40 @@ def test_cli_rejects_bad_override(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "unknown field 'train.sed'" in result.stderr
+
+
+def test_cli_refuses_a_used_run_folder_in_one_line(tiny_gpt2_path: Path, tmp_path: Path, capsys):
+    from trlx import cli
+
+    run_dir = tmp_path / "used"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 3}\n')
+    root = Path(__file__).resolve().parents[2]
+    args = [str(root / "configs" / "ppo_smollm2.yml"), f"model.model_path={tiny_gpt2_path}"]
+    args += [f"train.checkpoint_dir={run_dir}", f"task.prompts={root / 'configs/data/imdb_openings.txt'}"]
+    assert cli.train_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trlx train: CheckpointError: train.checkpoint_dir:") and "Traceback" not in err
+    assert "train.resume_from_checkpoint=latest" in err and "train.overwrite_output_dir=true" in err
+    assert (run_dir / "metrics.jsonl").read_text() == '{"step": 3}\n'
+
+
+@pytest.mark.slow
+def test_readme_train_commands_run_as_written(tmp_path: Path):
+    """Each README `trlx train` line, run from a copy of the repository root (so runs/ stays clean), trains
+    the real SmolLM2 and writes its checkpoint; only the console script is swapped for `python -m trlx`
+    where the venv's bin is not on PATH."""
+    import shutil
+
+    from conftest import readme_train_commands
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "configs", tmp_path / "configs")
+    for words in readme_train_commands():
+        cmd = [sys.executable, "-m", "trlx", *words[words.index("train") :]]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for run_dir in ("runs/ppo_smollm2", "runs/seed3"):
+        rows = read_metrics(tmp_path / run_dir / "metrics.jsonl")
+        assert max(r["step"] for r in rows) == 16 and any("eval/reward_mean" in r for r in rows)
+        assert AutoModelForCausalLM.from_pretrained(tmp_path / run_dir / "checkpoint_00016") is not None
