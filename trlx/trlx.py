@@ -17,6 +17,7 @@ from trlx.distributed import (
     shard,
     shard_padded,
 )
+from trlx.models.gguf import resolve_model_path
 from trlx.models.policy import (
     PolicyWithValueHead,
     check_model_path,
@@ -67,6 +68,24 @@ def train(
     return trainer
 
 
+def prompt_budget(config: TRLConfig) -> tuple[int, str]:
+    """The most prompt tokens that fit, and where that bound comes from (for the error a longer prompt gets):
+    train.seq_length, or the model's position limit when that is smaller (positions past it would crash)."""
+    max_new_tokens = config.method.gen_kwargs["max_new_tokens"]
+    limit = position_limit(config.model.model_path)
+    if limit is None or limit >= config.train.seq_length:
+        return config.train.seq_length - max_new_tokens, "train.seq_length minus method.gen_kwargs.max_new_tokens"
+    if limit - max_new_tokens < 1:
+        raise ValueError(
+            f"method.gen_kwargs.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in model "
+            f"{config.model.model_path!r}'s {limit} positions"
+        )
+    return limit - max_new_tokens, (
+        f"the model's {limit} positions minus method.gen_kwargs.max_new_tokens; train.seq_length "
+        f"({config.train.seq_length}) is more than the model supports"
+    )
+
+
 def make_trainer(
     model_path: str | None = None,
     reward_fn: Callable[..., Any] | None = None,
@@ -105,10 +124,7 @@ def make_trainer(
         config = config.evolve(model={"model_path": str(model_path)})
     if stop_sequences is not None and isinstance(stop_sequences, str):
         raise TypeError("stop_sequences must be a list of strings, not a single string")
-    if config.model.model_path.startswith("gguf:"):
-        from trlx.models.gguf import resolve_model_path
-
-        config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})
+    config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})  # gguf:... names
     check_model_path(config.model.model_path)
 
     accelerator = make_accelerator(config.train)
@@ -124,21 +140,7 @@ def make_trainer(
         config.tokenizer.tokenizer_path or config.model.model_path, config.tokenizer.truncation_side
     )
     check_tokenizer_fits(tokenizer, config.model.model_path, config.tokenizer.tokenizer_path)
-    max_new_tokens = config.method.gen_kwargs["max_new_tokens"]
-    max_prompt_length = config.train.seq_length - max_new_tokens
-    budget = "train.seq_length minus method.gen_kwargs.max_new_tokens"
-    limit = position_limit(config.model.model_path)
-    if limit is not None and limit < config.train.seq_length:  # positions past the model's limit would crash
-        max_prompt_length = limit - max_new_tokens
-        budget = (
-            f"the model's {limit} positions minus method.gen_kwargs.max_new_tokens; train.seq_length "
-            f"({config.train.seq_length}) is more than the model supports"
-        )
-        if max_prompt_length < 1:
-            raise ValueError(
-                f"method.gen_kwargs.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in model "
-                f"{config.model.model_path!r}'s {limit} positions"
-            )
+    max_prompt_length, budget = prompt_budget(config)
     if prompts is None:
         prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size
     # Every process checks all prompts (so a bad one fails everywhere at once), then keeps its own share.
