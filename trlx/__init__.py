@@ -1,7 +1,22 @@
 """trlx: reinforcement learning from human feedback (PPO) for Hugging Face causal language models."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from trlx.config import TRLConfig
-from trlx.trlx import make_trainer, train
+
+if TYPE_CHECKING:
+    from trlx.trlx import make_trainer, train
 
 __all__ = ["TRLConfig", "make_trainer", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # torch and transformers load on first use of train/make_trainer, so `trlx --help` answers at once.
+    if name in ("train", "make_trainer"):
+        import trlx.trlx as entry
+
+        return getattr(entry, name)
+    raise AttributeError(f"module 'trlx' has no attribute {name!r}")

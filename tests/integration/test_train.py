@@ -175,3 +175,16 @@ def test_readme_train_commands_run_as_written(tmp_path: Path):
         rows = read_metrics(tmp_path / run_dir / "metrics.jsonl")
         assert max(r["step"] for r in rows) == 16 and any("eval/reward_mean" in r for r in rows)
         assert AutoModelForCausalLM.from_pretrained(tmp_path / run_dir / "checkpoint_00016") is not None
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["label"], ["train-rm"]], ids=["trlx", "train", "label", "rm"])
+def test_help_does_not_import_torch(command):
+    """`--help` answers without loading torch/transformers (seconds of imports) or anything heavy."""
+    code = (
+        "import sys, trlx.cli\n"
+        f"try:\n    trlx.cli.main({[*command, '--help']!r})\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout and "HEAVY []" in result.stdout, result.stdout[-500:]

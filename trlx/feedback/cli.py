@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trlx.data.prompts import to_prompts
 from trlx.feedback.label import run_labelling_session, sample_candidates
 from trlx.feedback.store import append_json_line
 from trlx.task import load_prompts as load_prompt_source
@@ -29,6 +28,8 @@ __all__ = ["label_main", "load_prompts", "train_rm_main"]
 
 def load_prompts(path: str | Path, limit: int | None = None) -> list[str]:
     """Prompt strings from a prompts file (.txt, .jsonl or .csv, as for `trlx train`); repeats kept once, in order."""
+    from trlx.data.prompts import to_prompts  # imports torch: not at module level, so `--help` answers at once
+
     prompts = list(dict.fromkeys(p.text for p in to_prompts(load_prompt_source(str(path)), str(path))))
     return prompts[:limit] if limit is not None else prompts
 
