@@ -29,6 +29,7 @@ from trlx.models.policy import (
 from trlx.models.reference import build_policy_and_reference
 from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
+from trlx.rewards.scoring import check_signature
 from trlx.task import load_function, load_prompts
 from trlx.trainers.ppo import PPOTrainer
 
@@ -150,6 +151,10 @@ def make_trainer(
         eval_prompts = list(prompts)[: config.train.batch_size]
     eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length, budget)
     eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
+    metadata = {"prompts": train_prompts.metadata_keys, "eval_prompts": eval_pipeline.metadata_keys}
+    check_signature(reward_fn, "reward_fn", metadata)
+    if metric_fn is not None:
+        check_signature(metric_fn, "metric_fn", {"eval_prompts": eval_pipeline.metadata_keys})
 
     with loading_full_weights(accelerator):
         lm = load_causal_lm(config.model.model_path)

@@ -135,6 +135,22 @@ def model_without_tokenizer(tmp_path, model):
     return {"model_path": str(folder)}
 
 
+def reward_needing_label(samples, label, **kwargs):
+    return [float(x) for x in label]
+
+
+def positional_only_reward(samples, /, outputs):
+    return [0.0] * len(samples)
+
+
+def eval_prompts_without_label(tmp_path, model):
+    return {
+        "reward_fn": reward_needing_label,
+        "prompts": [{"prompt": "the movie was", "label": 1}],
+        "eval_prompts": ["the movie was"],
+    }
+
+
 def earlier_run(tmp_path, model):
     (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')  # small_config's checkpoint_dir is tmp_path
     return {}
@@ -194,6 +210,21 @@ PREFLIGHT_CASES = [
         r"HF_HUB_OFFLINE is set; point it at a local folder",
     ),
     ("reward_fn_missing", lambda tmp, model: {"reward_fn": None}, ValueError, r"reward_fn is required"),
+    (
+        "reward_fn_needs_a_metadata_key_eval_prompts_lack",
+        eval_prompts_without_label,
+        TypeError,
+        r"reward_fn requires 'label', which trlx does not pass: arguments are samples, prompts, outputs, tokenizer "
+        r"and the metadata keys of dict prompts; eval_prompts have no 'label' key \(give every prompt a 'label' "
+        r"key, or a default in reward_fn\)",
+    ),
+    (
+        "reward_fn_positional_only",
+        lambda tmp, model: {"reward_fn": positional_only_reward},
+        TypeError,
+        r"reward_fn takes 'samples' positional-only, but trlx passes arguments by name \(samples, prompts, outputs, "
+        r"tokenizer and prompt metadata keys\): drop the '/' from its signature",
+    ),
     ("reward_fn_not_callable", lambda tmp, model: {"reward_fn": 3.0}, TypeError, r"reward_fn must be callable"),
     (
         "stop_sequences_string",

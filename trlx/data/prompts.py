@@ -75,6 +75,11 @@ class PromptPipeline:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    @property
+    def metadata_keys(self) -> list[str]:
+        """The metadata keys every prompt has (to_prompts requires the same keys on all of them)."""
+        return sorted(self.prompts[0].metadata) if self.prompts else []
+
     def select(self, indices: Sequence[int], keep: Sequence[bool] | None = None) -> PromptPipeline:
         """A pipeline of the prompts at `indices` (already tokenized and checked); `keep` False marks padding."""
         subset = object.__new__(PromptPipeline)

@@ -47,6 +47,38 @@ def call_with_accepted_kwargs(fn: Callable[..., Any], **kwargs: Any) -> Any:
     return fn(**{k: v for k, v in kwargs.items() if k in params})
 
 
+PASSED_BY_NAME = ("samples", "prompts", "outputs", "tokenizer")
+
+
+def check_signature(fn: Callable[..., Any], what: str, metadata: dict[str, Sequence[str]]) -> None:
+    """Refuse, before any model loads, a reward_fn/metric_fn that needs an argument trlx will not pass.
+
+    trlx passes arguments by name: samples, prompts, outputs, tokenizer and each prompt metadata key.
+    `metadata` maps each prompt set's name ("prompts", "eval_prompts") to the metadata keys its prompts have.
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return
+    for p in params:
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is p.empty:
+            raise TypeError(
+                f"{what} takes {p.name!r} positional-only, but trlx passes arguments by name ("
+                f"{', '.join(PASSED_BY_NAME)} and prompt metadata keys): drop the '/' from its signature"
+            )
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.default is not p.empty:
+            continue
+        if p.name in PASSED_BY_NAME:
+            continue
+        missing = [name for name, keys in metadata.items() if p.name not in keys]
+        if missing:
+            raise TypeError(
+                f"{what} requires {p.name!r}, which trlx does not pass: arguments are {', '.join(PASSED_BY_NAME)} "
+                f"and the metadata keys of dict prompts; {' and '.join(missing)} have no {p.name!r} key "
+                f"(give every prompt a {p.name!r} key, or a default in {what})"
+            )
+
+
 def call_metric_fn(metric_fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """metric_fn's {name: value or one value per sample}; anything else is a RewardError saying what is wanted."""
     result = call_with_accepted_kwargs(metric_fn, **kwargs)
