@@ -14,6 +14,16 @@ def test_scalar_scores():
     assert scores.tolist() == [0.25, -1.0]
 
 
+def test_a_column_of_scores_is_one_score_per_sample():
+    """A reward model's (B, 1) logits are B scores, even when every response has one token (where B one-token
+    dense lists would also fit)."""
+    for column in (torch.tensor([[0.5], [-1.0]]), np.array([[0.5], [-1.0]])):
+        scores, dense = validate_rewards(column, lengths=[1, 1], width=1)
+        assert scores.tolist() == [0.5, -1.0] and dense is None
+    scores, dense = validate_rewards(torch.tensor([[0.5], [-1.0]]), lengths=[3, 2], width=3)
+    assert scores.tolist() == [0.5, -1.0] and dense is None
+
+
 def test_dense_scores_align_with_tokens():
     scores, dense = validate_rewards([[0.5, 0.5], [1.0, 0.0, 2.0]], lengths=[2, 3], width=3)
     assert dense.tolist() == [[0.5, 0.5, 0.0], [1.0, 0.0, 2.0]]

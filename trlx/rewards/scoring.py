@@ -170,6 +170,9 @@ def _preview(prompts: Sequence[str], limit: int = 8) -> str:
 
 
 def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tensor, Tensor | None]:
+    # A (B, 1) tensor or array (a reward model's logits with num_labels=1) is B scores, not B one-token lists.
+    if getattr(raw, "ndim", None) == 2 and raw.shape[1] == 1 and raw.shape[0] == len(lengths):
+        raw = raw[:, 0]
     if isinstance(raw, Tensor):
         raw = raw.tolist()
     elif hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):  # numpy arrays
