@@ -507,12 +507,12 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"{key!r}: {part!r} is not a mapping")
         target = target[part]
     last = parts[-1]
-    if len(parts) > 1 and value is None:  # a key inside a dict-valued field: None removes it
-        target.pop(last, None)
-    elif isinstance(value, dict) and value and isinstance(target.get(last), dict):
-        target[last] = merge_dicts(target[last], value)
-    else:
-        target[last] = value
+    if len(parts) == 1 and value is None:  # a plain field set to None is set; inside a dict None removes a key
+        target[last] = None
+        return
+    merged = merge_dicts(target, {last: value})
+    target.clear()
+    target.update(merged)
 
 
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
