@@ -5,7 +5,7 @@ A checkpoint folder holds
     config.json, model*.safetensors, tokenizer files   the policy, loadable by AutoModelForCausalLM
     adapter/                                           LoRA adapters (peft format), when model.peft_config is set;
                                                        the model files above then hold the merged weights
-    value_head.safetensors                             the value head
+    value_head.safetensors                             the value head (PPO only: the other methods have none)
     optimizer.safetensors                              optimizer and scheduler tensors (moments, step counts)
     rng_state_<rank>.safetensors                       each process's python/numpy/torch/CUDA RNG state
     rollout_<rank>.safetensors                         each process's in-flight rollout, if the save fell mid-rollout
@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
+from trlx.config import method_name
 from trlx.distributed import engine_shards_optimizer, gathered_state_dict
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead
@@ -103,9 +104,10 @@ def save_checkpoint(
         lm_state = {k[len("lm.") :]: v for k, v in full.items() if k.startswith("lm.")} or None
         save_lm(policy.lm, tmp, lm_state)  # a LoRA policy is saved merged, its adapters in adapter/
         tokenizer.save_pretrained(tmp)
-        head = {k[len("value_head.") :]: v for k, v in full.items() if k.startswith("value_head.")}
-        head = {k: v.detach().cpu().contiguous() for k, v in (head or policy.value_head.state_dict()).items()}
-        save_file(head, str(tmp / VALUE_HEAD_FILE))
+        if policy.value_head is not None:
+            head = {k[len("value_head.") :]: v for k, v in full.items() if k.startswith("value_head.")}
+            head = {k: v.detach().cpu().contiguous() for k, v in (head or policy.value_head.state_dict()).items()}
+            save_file(head, str(tmp / VALUE_HEAD_FILE))
         for name, (tensors, metadata) in (tensor_files or {}).items():
             meta = None if metadata is None else {"json": json.dumps(metadata)}
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name), metadata=meta)
@@ -239,9 +241,7 @@ def resolve_checkpoint(checkpoint_dir: str | Path, value: str) -> Path:
         path = Path(value).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"train.resume_from_checkpoint: checkpoint folder {str(path)!r} does not exist")
-    missing = [
-        name for name in (STATE_FILE, VALUE_HEAD_FILE, OPTIMIZER_FILE, rng_file(0)) if not (path / name).is_file()
-    ]
+    missing = [name for name in (STATE_FILE, OPTIMIZER_FILE, rng_file(0)) if not (path / name).is_file()]
     if missing:
         raise CheckpointError(
             f"train.resume_from_checkpoint: {str(path)!r} is not a complete trlx checkpoint (missing "
@@ -265,12 +265,25 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
             f"has {num_processes}; exact resume needs each process's RNG state (and in-flight rollout), so launch "
             f"with {saved_processes} process(es)"
         )
+    saved = yaml.safe_load((path / CONFIG_FILE).read_text())
+    # A method's checkpoint holds its own trainable parameters (a value head or not) and optimizer state.
+    before = method_name(saved.get("method", {}).get("name", "ppo"))
+    if before != config.method.name:
+        raise CheckpointError(
+            f"method.name is {config.method.name} but checkpoint {str(path)!r} was written by {before}; resume with "
+            f"method.name={before}, or start a new run (from its weights: model.model_path={str(path)!r})"
+        )
     if state.get("rollout") is None:
         return
     # Mid-rollout: the saved minibatch position only means the same thing with the same rollout shape.
-    saved = yaml.safe_load((path / CONFIG_FILE).read_text())
-    for section, name in (("method", "num_rollouts"), ("train", "batch_size"), ("method", "ppo_epochs")):
-        before, now = saved[section][name], getattr(getattr(config, section), name)
+    fields = (
+        ("method", "num_rollouts"),
+        ("train", "batch_size"),
+        ("method", "ppo_epochs"),
+        ("method", "num_generations"),
+    )
+    for section, name in fields:
+        before, now = saved[section].get(name, 1), getattr(getattr(config, section), name)
         if before != now:
             raise CheckpointError(
                 f"{section}.{name} is {now} but checkpoint {str(path)!r} was saved mid-rollout with {before}; "
@@ -291,7 +304,16 @@ def load_tensor_file(path: str | Path) -> TensorFile:
 
 
 def load_value_head(path: str | Path, policy: PolicyWithValueHead) -> None:
-    state = load_file(str(Path(path) / VALUE_HEAD_FILE))
+    """The checkpoint's value head into `policy`'s; nothing for a policy without one (critic-free methods)."""
+    if policy.value_head is None:
+        return
+    file = Path(path) / VALUE_HEAD_FILE
+    if not file.is_file():
+        raise CheckpointError(
+            f"{path} has no {VALUE_HEAD_FILE}: it was written by a critic-free method (method.name grpo, rloo or "
+            "reinforce_pp), so a ppo run cannot resume from it; resume with the method that wrote it"
+        )
+    state = load_file(str(file))
     policy.value_head.load_state_dict({k: v.to(policy.value_head.weight.device) for k, v in state.items()})
 
 
@@ -403,7 +425,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) ->
 
 # ---------------------------------------------------------------------------------------------- a trainer
 class Resumable(Protocol):
-    """What `save_trainer` / `load_trainer` need from a trainer (PPOTrainer provides it)."""
+    """What `save_trainer` / `load_trainer` need from a trainer (OnlineTrainer provides it)."""
 
     accelerator: Any
     policy: Any

@@ -280,22 +280,82 @@ class SchedulerConfig:
 
 
 SCALE_REWARD = (None, "ignored", "running", "ref")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3")  # trlx.algorithms.kl (not imported: this module loads without torch)
+METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")
+GROUP_METHODS = ("grpo", "rloo")  # a baseline from the other samples of the prompt's group
+GROUP_SCALES = ("group", "batch", "none")  # trlx.algorithms.advantages
+LOSS_TYPES = ("token_mean", "sequence_mean", "constant")  # trlx.algorithms.ppo.aggregate_loss
+# trlX's method names for what trlx calls `ppo` (trlX's `name` is its config class, matched case-insensitively).
+TRLX_METHOD_NAMES = {"ppoconfig": "ppo"}
+
+
+def method_name(name: Any) -> str:
+    """`method.name` in trlx's spelling: lower case, trlX's `PPOConfig` read as `ppo`."""
+    if not isinstance(name, str):
+        raise ConfigError(f"method.name: allowed: {', '.join(METHODS)}; got {name!r}")
+    key = name.strip().lower().replace("-", "_").replace("++", "_pp")
+    key = TRLX_METHOD_NAMES.get(key, key)
+    _require(key in METHODS, "method.name", f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig); got {name!r}")
+    return key
 
 
 @dataclass
 class PPOConfig:
-    name: str = doc("Method name (trlX compatibility); only `PPOConfig`.", "PPOConfig")
-    num_rollouts: int = doc("Samples collected per rollout phase (per process) before the PPO updates.", 128)
-    chunk_size: int = doc("Prompts generated per `generate` call during rollout.", 128)
+    """The online methods, which share one loop and differ only in how advantages and the loss are computed."""
+
+    name: str = doc(
+        "ppo (value head + GAE), grpo (group mean/std baseline), rloo (leave-one-out baseline), reinforce_pp "
+        "(REINFORCE++: KL-shaped returns whitened over the batch); trlX's `PPOConfig` means ppo.",
+        "ppo",
+    )
+    num_rollouts: int = doc(
+        "Samples (completions, not prompts) collected per rollout phase (per process) before the updates.", 128
+    )
+    chunk_size: int = doc("Samples generated per `generate` call during rollout.", 128)
+    num_generations: int = doc(
+        "Completions per prompt (the group), laid out as consecutive rows of a process's rollout; grpo and rloo "
+        "need >= 2. Must divide num_rollouts and chunk_size.",
+        1,
+    )
     ppo_epochs: int = doc("Passes over each rollout's minibatches.", 4)
-    init_kl_coef: float = doc("Initial coefficient of the per-token KL penalty (beta).", 0.001)
+    init_kl_coef: float = doc(
+        "Initial coefficient of the KL penalty in the reward (k1 per token by default); 0 with kl_loss_coef 0 and "
+        "no target builds no reference model.",
+        0.001,
+    )
+    kl_loss_coef: float = doc(
+        "Coefficient of a KL(policy || reference) term in the loss (k3 per token, as GRPO); 0: none.", 0.0
+    )
     target: float | None = doc("Adaptive KL target per sequence (Ziegler et al. 2019); None: fixed coefficient.", None)
     horizon: int = doc("Adaptive KL controller horizon in samples.", 10000)
     kl_estimator: str = doc("Per-token KL estimator in the penalty: k1 (log-ratio), k2, k3 (Schulman 2020).", "k1")
     gamma: float = doc("Discount factor of GAE.", 1.0)
     lam: float = doc("Lambda of GAE.", 0.95)
-    cliprange: float = doc("PPO ratio clip epsilon.", 0.2)
+    cliprange: float = doc("PPO ratio clip epsilon (the lower one when cliprange_high is set).", 0.2)
+    cliprange_high: float | None = doc(
+        "Upper ratio clip epsilon (DAPO clip-higher, e.g. 0.28); None: cliprange.", None
+    )
+    loss_type: str = doc(
+        "Policy-loss reduction: token_mean (all tokens weigh the same; trlX, DAPO), sequence_mean (each sequence "
+        "weighs the same; GRPO), constant (sum / (batch * max_new_tokens); Dr.GRPO).",
+        "token_mean",
+    )
+    scale_rewards: str = doc(
+        "grpo: divide group-centred rewards by the group's std (group), the batch's std (batch), or not (none, "
+        "Dr.GRPO).",
+        "group",
+    )
+    dynamic_sampling: bool = doc(
+        "Drop groups whose rewards are all equal and sample more (DAPO), up to 4x a rollout's generate calls; "
+        "needs num_generations >= 2.",
+        False,
+    )
+    overlong_buffer: int = doc(
+        "DAPO soft overlong penalty: rewards fall linearly to -overlong_penalty over the last this many tokens "
+        "before max_new_tokens (0: off).",
+        0,
+    )
+    overlong_penalty: float = doc("The penalty at max_new_tokens when overlong_buffer > 0.", 1.0)
     cliprange_value: float = doc("Value clip around the rollout's value estimate.", 0.2)
     vf_coef: float = doc("Weight of the value loss.", 1.0)
     scale_reward: str | None = doc(
@@ -309,7 +369,11 @@ class PPOConfig:
     cliprange_reward: float | None = doc(
         "Clip scores (each token's, for dense rewards) to +-this value after scaling (None: no clip).", 10.0
     )
-    whiten_advantages: bool = doc("Whiten advantages over the rollout (masked, global across processes).", True)
+    whiten_advantages: bool = doc(
+        "ppo: whiten advantages over the rollout (masked, global across processes); grpo and rloo use theirs as "
+        "defined, reinforce_pp always whitens.",
+        True,
+    )
     kl_max: float | None = doc(
         "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
     )
@@ -321,8 +385,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         self.gen_kwargs = numbers_from_strings(self.gen_kwargs)
-        _require(self.name == "PPOConfig", "method.name", f"allowed: 'PPOConfig'; got {self.name!r}")
-        for name in ("num_rollouts", "chunk_size", "ppo_epochs", "horizon"):
+        self.name = method_name(self.name)
+        for name in ("num_rollouts", "chunk_size", "num_generations", "ppo_epochs", "horizon"):
             _require(
                 getattr(self, name) > 0, f"method.{name}", f"must be a positive integer, got {getattr(self, name)}"
             )
@@ -358,6 +422,61 @@ class PPOConfig:
         problem = gen_kwargs_problem(self.gen_kwargs)
         if problem is not None:
             raise ConfigError(f"method.gen_kwargs.{problem[0]}: {problem[1]}")
+        self.check_groups()
+
+    def check_groups(self) -> None:
+        """The fields of the group-baseline and DAPO-style options."""
+        g = self.num_generations
+        _require(
+            self.name not in GROUP_METHODS or g >= 2,
+            "method.num_generations",
+            f"{self.name} needs at least 2 completions per prompt (got {g}): a group of one is its own baseline, so "
+            "every advantage would be 0; use e.g. num_generations: 8",
+        )
+        for name in ("num_rollouts", "chunk_size"):
+            _require(
+                getattr(self, name) % g == 0,
+                "method.num_generations",
+                f"({g}) must divide method.{name} ({getattr(self, name)}) so every group stays whole in one chunk "
+                "and one process",
+            )
+        _require(
+            self.loss_type in LOSS_TYPES,
+            "method.loss_type",
+            f"allowed: {', '.join(LOSS_TYPES)}; got {self.loss_type!r}",
+        )
+        _require(
+            self.scale_rewards in GROUP_SCALES,
+            "method.scale_rewards",
+            f"allowed: {', '.join(GROUP_SCALES)}; got {self.scale_rewards!r}",
+        )
+        _require(
+            self.cliprange_high is None or self.cliprange_high > 0,
+            "method.cliprange_high",
+            f"must be positive or None, got {self.cliprange_high}",
+        )
+        _require(self.kl_loss_coef >= 0, "method.kl_loss_coef", f"must be >= 0, got {self.kl_loss_coef}")
+        _require(
+            not self.dynamic_sampling or g >= 2,
+            "method.dynamic_sampling",
+            f"drops groups whose rewards are all equal, which needs method.num_generations >= 2 (got {g})",
+        )
+        max_new = self.gen_kwargs["max_new_tokens"]
+        _require(
+            0 <= self.overlong_buffer <= max_new,
+            "method.overlong_buffer",
+            f"must be between 0 and method.gen_kwargs.max_new_tokens ({max_new}), got {self.overlong_buffer}",
+        )
+
+    @property
+    def has_value_head(self) -> bool:
+        """Only PPO learns a critic; the other methods build no value head at all."""
+        return self.name == "ppo"
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether any KL to the reference enters the reward or the loss (else no reference model is built)."""
+        return self.init_kl_coef > 0 or self.target is not None or self.kl_loss_coef > 0
 
 
 @dataclass

@@ -31,7 +31,7 @@ from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
 from trlx.rewards.scoring import check_signature
 from trlx.task import load_function, load_prompts
-from trlx.trainers.ppo import PPOTrainer
+from trlx.trainers.online import OnlineTrainer
 
 
 def train(
@@ -45,8 +45,9 @@ def train(
     metric_fn: Callable[..., dict[str, Any]] | None = None,
     config: TRLConfig | None = None,
     stop_sequences: Sequence[str] | None = None,
-) -> PPOTrainer:
-    """Fine-tune a causal LM with PPO against `reward_fn` and return the trainer.
+) -> OnlineTrainer:
+    """Fine-tune a causal LM online against `reward_fn` (`config.method.name`: ppo, grpo, rloo, reinforce_pp) and
+    return the trainer.
 
     reward_fn(samples, prompts, outputs, tokenizer=..., **metadata) returns one float per sample or one list of
     per-token floats per sample. `prompts` are strings or dicts with a `prompt` key (other keys are passed
@@ -98,8 +99,8 @@ def make_trainer(
     metric_fn: Callable[..., dict[str, Any]] | None = None,
     config: TRLConfig | None = None,
     stop_sequences: Sequence[str] | None = None,
-) -> PPOTrainer:
-    """Everything `train` does except `learn()`: validated inputs, loaded models, a ready PPOTrainer."""
+) -> OnlineTrainer:
+    """Everything `train` does except `learn()`: validated inputs, loaded models, a ready OnlineTrainer."""
     if dataset is not None or samples is not None or rewards is not None:
         raise NotImplementedError(
             "offline RL (samples= + rewards=, or dataset=) and supervised fine-tuning (samples= alone) are not "
@@ -159,12 +160,16 @@ def make_trainer(
     with loading_full_weights(accelerator):
         lm = load_causal_lm(config.model.model_path)
         lm, reference = build_policy_and_reference(
-            lm, config.model, config.train.gradient_checkpointing, params_sharded(accelerator)
+            lm,
+            config.model,
+            config.train.gradient_checkpointing,
+            params_sharded(accelerator),
+            with_reference=config.method.uses_reference,
         )
     trunk = None if params_sharded(accelerator) else frozen_trunk(lm, config.model.num_layers_unfrozen)
-    trainer = PPOTrainer(
+    trainer = OnlineTrainer(
         config=config,
-        policy=PolicyWithValueHead(lm),
+        policy=PolicyWithValueHead(lm, value_head=config.method.has_value_head),
         reference=reference,
         tokenizer=tokenizer,
         reward_fn=reward_fn,

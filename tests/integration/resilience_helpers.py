@@ -99,10 +99,8 @@ def training_rows(checkpoint_dir: Path) -> list[dict[str, Any]]:
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return {
-        **load_file(str(checkpoint / "model.safetensors")),
-        **load_file(str(checkpoint / "value_head.safetensors")),
-    }
+    head = checkpoint / "value_head.safetensors"  # PPO's critic; the critic-free methods have none
+    return {**load_file(str(checkpoint / "model.safetensors")), **(load_file(str(head)) if head.is_file() else {})}
 
 
 if __name__ == "__main__":  # the interrupt test's subprocess: python resilience_helpers.py MODEL DIR STEPS

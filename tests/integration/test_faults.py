@@ -11,7 +11,7 @@ import pytest
 import torch
 from resilience_helpers import EVAL_PROMPTS, PROMPTS, make_tiny_gpt2, metric_rows, reward_fn, run, training_rows
 
-import trlx.trainers.ppo
+import trlx.trainers.online
 from trlx.checkpoint import read_latest, resolve_checkpoint
 from trlx.faults import KLDivergenceError, NumericalFault, TrainingFaultError
 from trlx.rewards.scoring import NonFiniteRewardError, RewardError, RewardFunctionError, RewardTimeoutError
@@ -87,7 +87,7 @@ def test_nonfinite_reward_or_logprobs_skip_the_rollout_and_are_counted(model_pat
 
 
 def test_nonfinite_loss_or_gradient_skips_the_step(model_path, tmp_path, monkeypatch):
-    real_policy_loss, real_value_loss, calls = trlx.trainers.ppo.policy_loss, trlx.trainers.ppo.value_loss, {}
+    real_policy_loss, real_value_loss, calls = trlx.trainers.online.policy_loss, trlx.trainers.online.value_loss, {}
 
     def nan_loss_on_step_2(*args, **kwargs):
         out = real_policy_loss(*args, **kwargs)
@@ -101,8 +101,8 @@ def test_nonfinite_loss_or_gradient_skips_the_step(model_path, tmp_path, monkeyp
             out.loss.register_hook(lambda grad: grad * math.nan)
         return out
 
-    monkeypatch.setattr(trlx.trainers.ppo, "policy_loss", nan_loss_on_step_2)
-    monkeypatch.setattr(trlx.trainers.ppo, "value_loss", nan_gradient_on_step_5)
+    monkeypatch.setattr(trlx.trainers.online, "policy_loss", nan_loss_on_step_2)
+    monkeypatch.setattr(trlx.trainers.online, "value_loss", nan_gradient_on_step_5)
     trainer = run(model_path, tmp_path, 8)
 
     rows = training_rows(tmp_path)
@@ -158,13 +158,13 @@ def test_reward_fn_timeout(model_path, tmp_path):
 
 
 def test_kl_past_bound_stops_with_last_checkpoint_intact(model_path, tmp_path, monkeypatch):
-    real_kl_penalty, calls = trlx.trainers.ppo.kl_penalty, {"n": 0}
+    real_kl_penalty, calls = trlx.trainers.online.kl_penalty, {"n": 0}
 
     def kl_blows_up_in_second_rollout(*args, **kwargs):
         calls["n"] += 1
         return real_kl_penalty(*args, **kwargs) + (100.0 if calls["n"] == 2 else 0.0)
 
-    monkeypatch.setattr(trlx.trainers.ppo, "kl_penalty", kl_blows_up_in_second_rollout)
+    monkeypatch.setattr(trlx.trainers.online, "kl_penalty", kl_blows_up_in_second_rollout)
     with pytest.raises(KLDivergenceError, match=r"exceeded method\.kl_max=50") as excinfo:
         run(model_path, tmp_path, 40, **{"method.kl_max": 50.0, **SAVE_AFTER_FIRST_ROLLOUT})
     assert str(tmp_path / "checkpoint_00004") in str(excinfo.value)

@@ -287,7 +287,7 @@ PREFLIGHT_CASES = [
         "resume_from_model_folder",
         lambda tmp, model: {"config": small_config(tmp, f"train.resume_from_checkpoint={model}")},
         CheckpointError,
-        r"is not a complete trlx checkpoint \(missing trainer_state\.json, value_head\.safetensors",
+        r"is not a complete trlx checkpoint \(missing trainer_state\.json, optimizer\.safetensors",
     ),
     (
         "resume_mid_rollout_with_other_batch_size",

@@ -100,7 +100,7 @@ def test_resolve_checkpoint_names_the_field(tmp_path):
         resolve_checkpoint(tmp_path, str(tmp_path / "nope"))
     (tmp_path / "checkpoint_00001").mkdir()
     (tmp_path / "checkpoint_00001" / "trainer_state.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="not a complete trlx checkpoint .*value_head.safetensors"):
+    with pytest.raises(CheckpointError, match="not a complete trlx checkpoint .*optimizer.safetensors"):
         resolve_checkpoint(tmp_path, str(tmp_path / "checkpoint_00001"))
 
 

@@ -93,6 +93,23 @@ def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
         ),
         ({"train": {"batch_size": 3}, "method": {"num_rollouts": 8}}, "train.batch_size: (3) must divide"),
         ({"task": {"stop_sequences": [""]}}, "task.stop_sequences"),
+        ({"method": {"name": "ilqlconfig"}}, "method.name: allowed: ppo, grpo, rloo, reinforce_pp"),
+        ({"method": {"name": "grpo"}}, "method.num_generations: grpo needs at least 2 completions per prompt"),
+        ({"method": {"name": "rloo", "num_generations": 1}}, "method.num_generations: rloo needs at least 2"),
+        (
+            {"method": {"name": "grpo", "num_generations": 3, "num_rollouts": 64, "chunk_size": 63}},
+            "method.num_generations: (3) must divide method.num_rollouts (64)",
+        ),
+        (
+            {"method": {"name": "grpo", "num_generations": 4, "num_rollouts": 64, "chunk_size": 6}},
+            "method.num_generations: (4) must divide method.chunk_size (6)",
+        ),
+        ({"method": {"loss_type": "seq_mean"}}, "method.loss_type: allowed: token_mean, sequence_mean, constant"),
+        ({"method": {"scale_rewards": "std"}}, "method.scale_rewards: allowed: group, batch, none"),
+        ({"method": {"cliprange_high": 0}}, "method.cliprange_high: must be positive"),
+        ({"method": {"kl_loss_coef": -1}}, "method.kl_loss_coef: must be >= 0"),
+        ({"method": {"dynamic_sampling": True}}, "method.dynamic_sampling: drops groups"),
+        ({"method": {"overlong_buffer": 99}}, "method.overlong_buffer: must be between 0 and"),
     ],
 )
 def test_invalid_configs_name_the_field(data, message):
@@ -174,3 +191,24 @@ def test_python_yaml_and_cli_start_from_the_same_defaults(tmp_path):
     empty = tmp_path / "empty.yml"
     empty.write_text("")
     assert default_ppo_config() == TRLConfig() == TRLConfig.from_dict({}) == TRLConfig.load_yaml(empty)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("PPOConfig", "ppo"), ("ppoconfig", "ppo"), ("GRPO", "grpo"), ("reinforce++", "reinforce_pp"), ("RLOO", "rloo")],
+)
+def test_method_names_in_trlx_and_common_spellings(name, expected):
+    method = {"name": name, "num_generations": 2}
+    assert TRLConfig.from_dict({"method": method}).method.name == expected
+
+
+def test_only_ppo_has_a_value_head_and_kl_zero_needs_no_reference():
+    from trlx.algorithms import advantages, ppo
+    from trlx.config import GROUP_SCALES, LOSS_TYPES, PPOConfig
+
+    assert LOSS_TYPES == ppo.LOSS_TYPES and GROUP_SCALES == advantages.GROUP_SCALES  # restated without torch
+    grpo = PPOConfig(name="grpo", num_generations=4, init_kl_coef=0.0)
+    assert not grpo.has_value_head and not grpo.uses_reference
+    assert PPOConfig().has_value_head and PPOConfig().uses_reference
+    assert PPOConfig(name="grpo", num_generations=4, init_kl_coef=0.0, kl_loss_coef=0.04).uses_reference
+    assert PPOConfig(init_kl_coef=0.0, target=6.0).uses_reference  # the adaptive controller starts from 0

@@ -1,16 +1,50 @@
 """PPO losses (Schulman et al. 2017, "Proximal Policy Optimization Algorithms") and token log-prob helpers.
 
-All losses are token-level masked means over the valid response tokens of a minibatch, as in trlX.
+The policy loss is aggregated over tokens as `loss_type` says (`aggregate_loss`); the value loss is always the
+token-level masked mean over the valid response tokens of a minibatch, as in trlX.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
+from trlx.algorithms.kl import kl_penalty
 from trlx.algorithms.stats import masked_mean
+
+LossType = Literal["token_mean", "sequence_mean", "constant"]
+LOSS_TYPES: tuple[str, ...] = get_args(LossType)
+
+
+def aggregate_loss(per_token: Tensor, mask: Tensor, loss_type: LossType, max_tokens: int | None = None) -> Tensor:
+    """Reduce a (B, T) per-token loss to a scalar over the valid tokens.
+
+        token_mean     sum_{i,t} l / sum_{i,t} 1          every token weighs the same (trlX, DAPO eq. 8)
+        sequence_mean  mean_i (sum_t l / |y_i|)           every sequence weighs the same (GRPO, DeepSeekMath eq. 3)
+        constant       sum_{i,t} l / (B * max_tokens)     no length bias at all (Dr.GRPO, Liu et al. 2025 eq. 2)
+
+    Args:
+        per_token: (B, T) float.
+        mask: (B, T) float/bool with 1 on valid response tokens.
+        loss_type: one of LOSS_TYPES.
+        max_tokens: the constant normaliser per sequence for "constant" (the generation limit).
+
+    Returns:
+        A scalar. Rows without a valid token count as empty sequences (0) for sequence_mean and constant.
+    """
+    valid = mask.bool()
+    summed = torch.where(valid, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device))
+    if loss_type == "token_mean":
+        return summed.sum() / valid.sum().clamp(min=1)
+    if loss_type == "sequence_mean":
+        return (summed.sum(-1) / valid.sum(-1).clamp(min=1)).mean()
+    if loss_type == "constant":
+        if not max_tokens or max_tokens < 1:
+            raise ValueError(f"aggregate_loss: loss_type='constant' needs a positive max_tokens, got {max_tokens}")
+        return summed.sum() / (per_token.shape[0] * max_tokens)
+    raise ValueError(f"aggregate_loss: loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
 
 
 class PolicyLossOutput(NamedTuple):
@@ -19,6 +53,8 @@ class PolicyLossOutput(NamedTuple):
     loss: Tensor
     approx_kl: Tensor  # k3 estimate of KL(old || new) per token, for logging/early stopping
     clipfrac: Tensor  # fraction of valid tokens where the clipped branch of the objective is active
+    clip_low_frac: Tensor  # ... where A < 0 and the ratio fell below 1 - eps_low (its gradient is cut)
+    clip_high_frac: Tensor  # ... where A > 0 and the ratio rose above 1 + eps_high
 
 
 class ValueLossOutput(NamedTuple):
@@ -29,21 +65,33 @@ class ValueLossOutput(NamedTuple):
 
 
 def policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    cliprange: float,
+    cliprange_high: float | None = None,
+    loss_type: LossType = "token_mean",
+    max_tokens: int | None = None,
 ) -> PolicyLossOutput:
     """Clipped surrogate objective, PPO paper eq. 7, negated into a loss:
 
-        L = mean_t max(-A_t * r_t, -A_t * clip(r_t, 1 - eps, 1 + eps)),   r_t = exp(logprobs - old_logprobs)
+        L = agg_t max(-A_t * r_t, -A_t * clip(r_t, 1 - eps_low, 1 + eps_high)),   r_t = exp(logprobs - old_logprobs)
+
+    with eps_low = `cliprange` and eps_high = `cliprange_high` (DAPO's clip-higher, Yu et al. 2025 section 3.1;
+    None: the symmetric PPO clip) and `agg` the `loss_type` reduction (`aggregate_loss`).
 
     Args:
         logprobs: (B, T) float log-probs of the sampled tokens under the current policy (with gradient).
         old_logprobs: (B, T) float log-probs of the same tokens under the rollout policy.
         advantages: (B, T) float (usually whitened) advantages.
         mask: (B, T) float/bool with 1 on valid response tokens.
-        cliprange: epsilon in eq. 7, e.g. 0.2.
+        cliprange: epsilon in eq. 7, e.g. 0.2 (the lower one when `cliprange_high` is given).
+        cliprange_high: the upper epsilon, e.g. 0.28; None: `cliprange`.
+        loss_type, max_tokens: how the per-token terms are reduced (`aggregate_loss`).
 
     Returns:
-        PolicyLossOutput(loss, approx_kl, clipfrac), all scalars. `approx_kl` is the k3 estimator
+        PolicyLossOutput, all scalars; the statistics are token means whatever the loss_type. `approx_kl` is the k3 estimator
         mean((r - 1) - log r) (Schulman 2020, "Approximating KL Divergence"), which is unbiased and never negative;
         `clipfrac` follows trlX: the fraction of tokens where the clipped term is strictly larger.
     """
@@ -53,13 +101,17 @@ def policy_loss(
         mask.bool(), logprobs - old_logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     )
     ratio = torch.exp(logratio)
+    high = cliprange if cliprange_high is None else cliprange_high
     pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
+    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), mask, loss_type, max_tokens)
     with torch.no_grad():
+        dtype = logprobs.dtype
         approx_kl = masked_mean((ratio - 1.0) - logratio, mask)
-        clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logprobs.dtype), mask)
-    return PolicyLossOutput(loss=loss, approx_kl=approx_kl, clipfrac=clipfrac)
+        clipfrac = masked_mean((pg_loss2 > pg_loss1).to(dtype), mask)
+        clip_low = masked_mean(((ratio < 1.0 - cliprange) & (advantages < 0)).to(dtype), mask)
+        clip_high = masked_mean(((ratio > 1.0 + high) & (advantages > 0)).to(dtype), mask)
+    return PolicyLossOutput(loss, approx_kl, clipfrac, clip_low, clip_high)
 
 
 def value_loss(
@@ -137,3 +189,28 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     probs = torch.softmax(logits, dim=-1)
     weighted = torch.where(probs > 0, probs * logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
     return torch.logsumexp(logits, dim=-1) - weighted.sum(dim=-1)
+
+
+def kl_loss(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    mask: Tensor,
+    loss_type: LossType = "token_mean",
+    max_tokens: int | None = None,
+) -> Tensor:
+    """GRPO's KL term (DeepSeekMath eq. 4): the k3 estimate of KL(policy || reference) per token, reduced like the
+    policy loss. Its gradient, 1 - exp(ref - logp) per token, pulls each token's log-prob toward the reference's.
+
+    Args:
+        logprobs: (B, T) float current log-probs (with gradient).
+        ref_logprobs: (B, T) float reference log-probs of the same tokens.
+        mask: (B, T) float/bool with 1 on valid response tokens.
+        loss_type, max_tokens: the reduction (`aggregate_loss`).
+
+    Returns:
+        A scalar >= 0.
+    """
+    # Both log-probs are zeroed on padding before exp, as in policy_loss, so no inf reaches the gradient.
+    valid, zero = mask.bool(), torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    per_token = kl_penalty(torch.where(valid, logprobs, zero), torch.where(valid, ref_logprobs, zero), "k3")
+    return aggregate_loss(per_token, mask, loss_type, max_tokens)

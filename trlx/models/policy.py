@@ -17,31 +17,41 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 
 class PolicyWithValueHead(nn.Module):
-    """A causal LM whose last hidden state also feeds a linear value head V(s_t).
+    """A causal LM whose last hidden state also feeds a linear value head V(s_t), or a bare LM (`value_head=False`,
+    for the critic-free methods: no value parameters, optimizer state or checkpoint file).
 
     The head is zero-initialised so the first value estimates are 0 and the first value-loss gradients do
     not disturb the pretrained trunk more than the returns warrant.
     """
 
-    def __init__(self, lm: PreTrainedModel) -> None:
+    def __init__(self, lm: PreTrainedModel, value_head: bool = True) -> None:
         super().__init__()
         self.lm = lm
-        self.value_head = nn.Linear(hidden_size(lm), 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
+        self.value_head: nn.Linear | None = None
+        if value_head:
+            self.value_head = nn.Linear(hidden_size(lm), 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(device=lm.device, dtype=next(lm.parameters()).dtype)
         self.accepts_keep = "logits_to_keep" in forward_parameters(lm)
         contiguous_head_input(lm)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, logits_to_keep: int = 0
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor | None]:
         """input_ids, attention_mask, position_ids: (B, L). Returns logits (B, K, V) and values (B, K) for the
-        last K = logits_to_keep positions (all L when 0, or when the model has no `logits_to_keep`).
+        last K = logits_to_keep positions (all L when 0, or when the model has no `logits_to_keep`); values are
+        None without a value head.
 
         The value head reads the LM head's input, caught by a hook, so neither the full-length logits nor every
         layer's hidden states (`output_hidden_states`) are materialised.
         """
+        keep = {"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}
+        if self.value_head is None:
+            out = self.lm(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **keep
+            )
+            return out.logits, None
         captured: list[Tensor] = []
         head = self.lm.get_output_embeddings()
         handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
@@ -51,7 +61,7 @@ class PolicyWithValueHead(nn.Module):
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 use_cache=False,
-                **({"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}),
+                **keep,
             )
         finally:
             handle.remove()

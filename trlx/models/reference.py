@@ -148,9 +148,15 @@ def make_reference(lm: PreTrainedModel, kind: str, num_layers_unfrozen: int = -1
 
 
 def build_policy_and_reference(
-    lm: PreTrainedModel, model: ModelConfig, gradient_checkpointing: bool, params_sharded: bool
-) -> tuple[nn.Module, Reference]:
+    lm: PreTrainedModel,
+    model: ModelConfig,
+    gradient_checkpointing: bool,
+    params_sharded: bool,
+    with_reference: bool = True,
+) -> tuple[nn.Module, Reference | None]:
     """Turn a freshly loaded LM into the trainable policy LM and its reference, per `model.reference`.
+
+    `with_reference=False` (no KL anywhere: `method.uses_reference`) builds none, saving a model copy's memory.
 
     `params_sharded` (ZeRO-3 / FSDP): the hydra reference shares modules that the engine would shard under
     it, and a LoRA policy is saved merged from unsharded weights, so both need DDP or ZeRO-1/2.
@@ -170,7 +176,7 @@ def build_policy_and_reference(
         disable_dropout(lm)
     else:
         freeze_bottom_layers(lm, model.num_layers_unfrozen)
-    reference = make_reference(lm, kind, model.num_layers_unfrozen)
+    reference = make_reference(lm, kind, model.num_layers_unfrozen) if with_reference else None
     if gradient_checkpointing:
         # Non-reentrant checkpointing also gives gradients to blocks whose inputs come from frozen layers.
         kwargs = {"use_reentrant": False}

@@ -1,0 +1,630 @@
+"""The online loop of every on-policy method (PPO, GRPO, RLOO, REINFORCE++), read top to bottom.
+
+    learn():  evaluate → repeat { collect_rollout → ppo_epochs × minibatch updates → log / eval / checkpoint
+              → KL controller update } → final eval and checkpoint
+
+The methods share all of it and differ only in `estimate_advantages` (trlx.trainers.advantages) and in which
+loss terms exist (a value loss for PPO's critic, a KL loss term when method.kl_loss_coef > 0). The RL math lives
+in `trlx.algorithms` (pure functions); this file only moves tensors between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from trlx.algorithms.advantages import degenerate_groups, overlong_penalty
+from trlx.algorithms.kl import kl_penalty, make_kl_controller
+from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value_loss
+from trlx.algorithms.rewards import place_scores, scale_token_scores
+from trlx.algorithms.stats import RunningMoments, masked_mean
+from trlx.checkpoint import BEST_DIR, TENSORBOARD_DIR, checkpoint_name, load_trainer, read_latest, save_trainer
+from trlx.config import TRLConfig
+from trlx.data.prompts import PromptPipeline, PromptSampler
+from trlx.distributed import (
+    full_params_for_generation,
+    gather_lists,
+    global_max,
+    global_mean,
+    global_moments,
+    make_accelerator,
+    mean_over_processes,
+)
+from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
+from trlx.logging import MetricsLogger, progress_bar, progress_enabled
+from trlx.models.policy import PolicyWithValueHead, model_eos_ids
+from trlx.models.reference import Reference
+from trlx.models.trunk import FrozenTrunk
+from trlx.rewards.scoring import NonFiniteRewardError, call_metric_fn, compute_scores, reward_kwargs
+from trlx.rollout.generation import generate
+from trlx.rollout.options import SamplingParams
+from trlx.rollout.scoring import score_response
+from trlx.trainers.advantages import estimate_advantages, group_metrics
+from trlx.types import Generation, RolloutBatch, right_pad_cat
+
+MetricFn = Callable[..., dict[str, Any]]
+# Dynamic sampling gives up after this many times the generate calls of a plain rollout (then tops the rollout up
+# with groups whose rewards are all equal).
+MAX_SAMPLING_ROUNDS = 4
+
+
+@dataclass
+class SampledChunk:
+    """One generate call's samples, scored: `batch` (B rows) with the reward function's (B,) `scores` and, for
+    dense rewards, (B, R) per-token scores; `gap` the sampler-vs-scorer log-prob gap; `problem` a non-finite value."""
+
+    batch: RolloutBatch
+    scores: Tensor
+    dense: Tensor | None
+    gap: Tensor
+    problem: str | None
+
+    def select(self, rows: Tensor) -> SampledChunk:
+        dense = None if self.dense is None else self.dense[rows]
+        return SampledChunk(self.batch.select(rows), self.scores[rows], dense, self.gap, self.problem)
+
+    def split_degenerate(self, group_size: int) -> tuple[SampledChunk, SampledChunk]:
+        """(the groups whose scores differ, the groups whose scores are all equal), each group kept whole."""
+        rows = degenerate_groups(self.scores, group_size).repeat_interleave(group_size)
+        return self.select(torch.nonzero(~rows).squeeze(-1)), self.select(torch.nonzero(rows).squeeze(-1))
+
+
+class OnlineTrainer:
+    """Owns the policy, the frozen reference (None when no KL is used), the reward function and the loop that ties
+    them together."""
+
+    def __init__(
+        self,
+        config: TRLConfig,
+        policy: PolicyWithValueHead,
+        reference: Reference | None,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_fn: Callable[..., Any],
+        train_prompts: PromptPipeline,
+        eval_prompts: PromptPipeline | None = None,
+        metric_fn: MetricFn | None = None,
+        stop_sequences: Sequence[str] = (),
+        accelerator: Accelerator | None = None,
+        trunk: FrozenTrunk | None = None,
+    ) -> None:
+        from trlx.trainers.optim import make_optimizer, make_scheduler
+
+        self.config = config
+        self.accelerator = accelerator or make_accelerator(config.train)
+        self.tokenizer = tokenizer
+        self.reward_fn = reward_fn
+        self.metric_fn = metric_fn
+        self.stop_sequences = list(stop_sequences)
+        # With a frozen bottom (model.num_layers_unfrozen), its output is recorded while sampling and replayed
+        # in scoring and every update, so only the trainable top runs there.
+        self.trunk = trunk
+        self.train_prompts, self.eval_prompts = train_prompts, eval_prompts
+
+        optimizer = make_optimizer(config.optimizer, policy.parameters())
+        scheduler = make_scheduler(config.scheduler, optimizer)
+        self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
+        # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
+        policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
+        self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
+
+        method = config.method
+        lm = self.accelerator.unwrap_model(self.policy).lm
+        self.sampling = SamplingParams.from_gen_kwargs(
+            method.gen_kwargs, model_eos_ids(tokenizer, lm), tokenizer.pad_token_id
+        )
+        self.kl_ctl = make_kl_controller(method.init_kl_coef, method.target, method.horizon)
+        self.reward_moments = RunningMoments()
+        # scale_reward=ref without method.ref_std divides by the first rollout's score std (as trlX does).
+        self.first_rollout_std: float | None = None
+        self.sampler = PromptSampler(len(train_prompts), seed=config.train.seed)
+        self.step = 0
+        self.iteration = 0
+        self.best_reward = -math.inf
+        self.faults = FaultCounter(config.train.max_consecutive_faults)
+        # The rollout being trained on lives on the trainer so a checkpoint can fall mid-rollout and resume exactly.
+        self.rollout: RolloutBatch | None = None
+        self.rollout_metrics: dict[str, float] = {}
+        self.minibatch_index = 0
+        self.resumed_from: Path | None = None
+        self.checkpoint_dir = Path(config.train.checkpoint_dir)
+        self.logger: MetricsLogger | None = None
+        if self.accelerator.is_main_process:
+            tb_dir = None
+            if config.train.tracker == "tensorboard":
+                tb_dir = config.train.logging_dir or self.checkpoint_dir / TENSORBOARD_DIR
+            self.logger = MetricsLogger(self.checkpoint_dir, tb_dir)
+
+    # ------------------------------------------------------------------ the loop
+    def learn(self) -> None:
+        train = self.config.train
+        bar = progress_bar(train.total_steps, self.step, progress_enabled(train.progress_bar) and self.is_main)
+        with StopOnSignal() as stop:
+            if self.eval_prompts is not None and self.step == 0 and self.resumed_from is None:
+                self.evaluate()
+            while not self.done and not stop.requested(self.accelerator):
+                if self.rollout is None:
+                    self.start_rollout()
+                else:
+                    self.train_on_rollout(bar, stop)
+            bar.close()
+            if stop.stopping:
+                self.stop_for_signal(stop)
+            # Save before the final evaluation: the checkpoint then records the log without that row, so a run
+            # resumed from it to more steps logs exactly what one uninterrupted run would. (A signal now is
+            # noted and ignored: the run is finishing anyway.)
+            if self.step % train.checkpoint_interval != 0:
+                self.save(self.checkpoint_dir / checkpoint_name(self.step))
+            if self.eval_prompts is not None and self.step % train.eval_interval != 0:
+                self.evaluate()
+        if self.logger is not None:
+            self.logger.close()
+
+    def start_rollout(self) -> None:
+        """Collect the next rollout, or skip and count it when a non-finite reward or log-prob spoils it."""
+        try:
+            rollout, metrics = self.collect_rollout()
+        except NumericalFault as fault:
+            self.faults.record(fault, "rollout", self.step)
+            self.log({"step": self.step, **self.faults.metrics()})
+            return
+        check_kl(metrics["kl/mean"], self.config.method.kl_max, self.step, read_latest(self.checkpoint_dir))
+        self.rollout, self.rollout_metrics, self.minibatch_index = rollout, metrics, 0
+
+    def train_on_rollout(self, bar: Any, stop: StopOnSignal) -> None:
+        """PPO updates on the current rollout from `minibatch_index` on, with logging, evaluation and checkpoints."""
+        train = self.config.train
+        rollout, metrics = self.rollout, self.rollout_metrics
+        per_rollout = self.config.method.ppo_epochs * math.ceil(len(rollout) / train.batch_size)
+        for minibatch in self.minibatches(rollout, skip=self.minibatch_index):
+            t0 = time.perf_counter()
+            update_metrics = self.guarded_update(minibatch)
+            self.step += 1
+            self.minibatch_index += 1
+            row = {"step": self.step, **metrics, **update_metrics, **self.faults.metrics()}
+            row["time/optimize_s"] = time.perf_counter() - t0
+            self.log(row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
+            if self.minibatch_index == per_rollout:
+                self.finish_rollout()
+            if self.step % train.eval_interval == 0:
+                self.evaluate()
+            if self.step % train.checkpoint_interval == 0:
+                self.save(self.checkpoint_dir / checkpoint_name(self.step))
+            if self.done or stop.requested(self.accelerator):
+                return
+
+    def finish_rollout(self) -> None:
+        """Adapt the KL coefficient to the rollout just used up, and move on to the next iteration."""
+        n_samples = len(self.rollout) * self.accelerator.num_processes
+        self.kl_ctl.update(self.rollout_metrics["kl/mean"], n_steps=n_samples)
+        self.iteration += 1
+        self.rollout, self.rollout_metrics, self.minibatch_index = None, {}, 0
+
+    def stop_for_signal(self, stop: StopOnSignal) -> None:
+        """Write a checkpoint of the current state (in-flight rollout included) and exit saying how to resume."""
+        dest = self.checkpoint_dir / checkpoint_name(self.step)
+        self.save(dest)
+        message = f"trlx: stopped by {stop.name} at step {self.step}; checkpoint saved to {dest}\n{RESUME_HINT}"
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
+        if self.logger is not None:
+            self.logger.close()
+        raise stop.interruption(message)
+
+    def score_std(self) -> float | None:
+        """The std scores are divided by (`method.scale_reward`), or None for no scaling (also while every score
+        seen so far was the same, whose std of 0 would blow the rewards up)."""
+        method = self.config.method
+        std = None
+        if method.scale_reward == "running":
+            std = self.reward_moments.std
+        elif method.scale_reward == "ref":
+            std = method.ref_std if method.ref_std is not None else self.first_rollout_std
+        return std if std is not None and std > 1e-8 else None
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.config.train.total_steps or self.iteration >= self.config.train.epochs
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # ------------------------------------------------------------------ rollout
+    def collect_rollout(self) -> tuple[RolloutBatch, dict[str, float]]:
+        """Generate `num_rollouts` samples, score them, and turn scores into per-token advantages."""
+        method = self.config.method
+        t0 = time.perf_counter()
+        chunks: list[SampledChunk] = []
+        dropped: list[SampledChunk] = []  # groups without signal, set aside by dynamic sampling
+        component_metrics: dict[str, list[float]] = {}
+        collected, rounds, problem = 0, 0, None
+        while self.need_more_samples(collected, rounds):
+            n = (
+                method.chunk_size
+                if method.dynamic_sampling
+                else min(method.chunk_size, method.num_rollouts - collected)
+            )
+            chunk = self.sample_chunk(n, component_metrics)
+            problem = problem or chunk.problem
+            rounds += 1
+            if method.dynamic_sampling:
+                chunk, degenerate = chunk.split_degenerate(method.num_generations)
+                dropped.append(degenerate)
+            chunks.append(chunk)
+            collected += len(chunk.batch)
+        # All processes agree before the next collective, or one skipping would leave the others waiting.
+        if any_process(self.accelerator, problem is not None):
+            raise NumericalFault(problem or "another process saw a non-finite reward or log-prob")
+        # Dynamic sampling keeps the first num_rollouts informative samples, topped up with degenerate groups
+        # when the rounds ran out; without it this is every sample.
+        pieces = [c for c in chunks + dropped if len(c.batch)]
+        keep = torch.arange(method.num_rollouts)
+        rollout = RolloutBatch.concat([c.batch for c in pieces], self.tokenizer.pad_token_id).select(keep)
+        scores = torch.cat([c.scores for c in pieces])[keep]
+        width = rollout.response_ids.shape[1]
+        dense = None if pieces[0].dense is None else right_pad_cat([c.dense for c in pieces], width)[keep]
+        mask = rollout.response_mask
+        if method.overlong_buffer:
+            scores = scores + overlong_penalty(
+                mask.sum(-1), self.sampling.max_new_tokens, method.overlong_buffer, method.overlong_penalty
+            )
+
+        # Population variance: RunningMoments applies the n-1 correction itself (as trlX does).
+        score_mean, score_var, score_count = global_moments(
+            self.accelerator, scores, torch.ones_like(scores), unbiased=False
+        )
+        self.reward_moments.update(score_mean.item(), score_var.item(), score_count.item())
+        if self.first_rollout_std is None:
+            n = score_count.item()
+            self.first_rollout_std = math.sqrt(score_var.item() * n / max(n - 1, 1))
+        std = self.score_std()
+        token_scores = place_scores(scores, mask) if dense is None else dense
+        token_scores = scale_token_scores(token_scores, mask, method.ref_mean, std, method.cliprange_reward)
+        kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, method.kl_estimator) * mask
+        estimate = estimate_advantages(
+            method, self.accelerator, token_scores, kl, mask, rollout.values, self.kl_ctl.value
+        )
+        scaled = token_scores.sum(-1)
+        rollout.rewards, rollout.advantages, rollout.returns = estimate.rewards, estimate.advantages, estimate.returns
+        rollout.scores = scaled
+
+        metrics = {
+            "reward/mean": score_mean.item(),
+            "reward/std": score_var.clamp(min=0).sqrt().item(),
+            "reward/scaled_mean": global_mean(self.accelerator, scaled),
+            "reward/running_std": self.reward_moments.std,
+            "kl/mean": global_mean(self.accelerator, kl.sum(-1)),
+            "kl/per_token": global_moments(self.accelerator, kl, mask)[0].item(),
+            "kl/coef": self.kl_ctl.value,
+            "response/length_mean": global_mean(self.accelerator, mask.sum(-1).float()),
+            **estimate.metrics,
+            "rollout/logprob_gap_max": global_max(self.accelerator, torch.stack([c.gap for c in pieces]).max()),
+            "time/rollout_s": time.perf_counter() - t0,
+        }
+        if method.num_generations > 1:
+            metrics.update(group_metrics(self.accelerator, scores, method.num_generations))
+        if method.dynamic_sampling:
+            dropped_groups = sum(len(c.batch) for c in dropped) // method.num_generations
+            metrics["groups/dropped"] = global_mean(self.accelerator, torch.tensor([float(dropped_groups)]))
+            metrics["groups/sampling_rounds"] = float(rounds)
+        if std is not None:
+            metrics["reward/scale_std"] = std
+        for key, values in sorted(component_metrics.items()):
+            metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
+        return rollout, metrics
+
+    def need_more_samples(self, collected: int, rounds: int) -> bool:
+        """Whether rollout collection goes on. Under dynamic sampling every process keeps sampling while any one
+        still lacks informative groups (generation can be collective), for at most MAX_SAMPLING_ROUNDS times the
+        rounds a plain rollout takes."""
+        method = self.config.method
+        if not method.dynamic_sampling:
+            return collected < method.num_rollouts
+        if rounds >= MAX_SAMPLING_ROUNDS * math.ceil(method.num_rollouts / method.chunk_size):
+            return False
+        return any_process(self.accelerator, collected < method.num_rollouts)
+
+    def sample_chunk(self, n: int, component_metrics: dict[str, list[float]]) -> SampledChunk:
+        """Generate and score `n` samples: n / G prompts, each repeated G = num_generations times in a row.
+
+        After a fault the loop goes on (the rollout is dropped by the caller): every process must make the same
+        generate/forward calls, which gather parameters collectively under ZeRO-3 and FSDP.
+        """
+        group = self.config.method.num_generations
+        indices = [i for i in self.sampler.take(n // group) for _ in range(group)]
+        generation = self.generate(self.train_prompts.batch(indices), record_trunk=True)
+        problem = None
+        try:
+            scores, dense = compute_scores(
+                self.reward_fn, generation, self.tokenizer, self.config.train.reward_timeout_s
+            )
+        except NonFiniteRewardError as e:
+            problem = str(e)
+            scores, dense = torch.full((n,), math.nan), None
+        # Combined rewards report their components (reward/<name>); average them over the chunks.
+        for key, value in getattr(self.reward_fn, "last_metrics", {}).items():
+            component_metrics.setdefault(key, []).append(float(value))
+        batch = self.score(generation)
+        gap = torch.zeros(())
+        if generation.logprobs is not None:  # sampling equals scoring: the gap is ~1e-6 in fp32
+            gap = ((generation.logprobs - batch.logprobs).abs() * batch.response_mask).max()
+        problem = problem or nonfinite(
+            {"logprobs": batch.logprobs, "ref_logprobs": batch.ref_logprobs, "values": batch.values},
+            batch.response_mask,
+        )
+        return SampledChunk(batch, scores, dense, gap, problem)
+
+    def generate(self, batch: Any, record_trunk: bool = False) -> Generation:
+        self.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
+        lm = self.accelerator.unwrap_model(self.policy).lm
+        trunk = self.trunk if record_trunk else None
+        with full_params_for_generation(self.accelerator, self.policy) as synced, self.accelerator.autocast():
+            all_finished = (lambda done: not any_process(self.accelerator, not done)) if synced else None
+            return generate(lm, batch, self.tokenizer, self.sampling, self.stop_sequences, all_finished, trunk)
+
+    def replaying_trunk(self, trunk: Tensor | None) -> contextlib.AbstractContextManager:
+        """Forwards inside skip the frozen trunk and use `trunk` (B, L, H), its recorded output, when there is one."""
+        if self.trunk is None or trunk is None:
+            return contextlib.nullcontext()
+        return self.trunk.replay(trunk.to(self.accelerator.device))
+
+    @torch.no_grad()
+    def score(self, generation: Generation) -> RolloutBatch:
+        """Old log-probs and values from the policy, reference log-probs, for the tokens just generated."""
+        device = self.accelerator.device
+        query_ids, query_mask = generation.prompt.input_ids.to(device), generation.prompt.attention_mask.to(device)
+        response_ids, response_mask = generation.response_ids.to(device), generation.response_mask.to(device)
+        # Under FSDP only the root's forward gathers the root's parameters; elsewhere the bare module avoids
+        # DDP's per-forward buffer broadcast (a collective) outside the update.
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
+        args = (query_ids, query_mask, response_ids, response_mask)
+        with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
+            logprobs, values, _ = score_response(policy, *args, self.sampling)
+            ref_logprobs = logprobs  # without a reference (no KL anywhere) the KL terms are exactly 0
+            if self.reference is not None:
+                with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
+                    ref = score_response(self.reference.forward_fn(), *args, self.sampling.for_reference())
+                ref_logprobs = ref.logprobs
+        width = query_ids.shape[1]
+        trunk = (
+            (None, None) if generation.trunk is None else (generation.trunk[:, :width], generation.trunk[:, width:])
+        )
+        empty = torch.zeros_like(logprobs)
+        return RolloutBatch(
+            query_ids=query_ids.cpu(),
+            query_mask=query_mask.cpu(),
+            response_ids=response_ids.cpu(),
+            response_mask=response_mask.float().cpu(),
+            logprobs=logprobs.cpu(),
+            ref_logprobs=ref_logprobs.cpu(),
+            values=empty.cpu() if values is None else values.cpu(),  # critic-free methods have no values
+            rewards=empty.cpu(),
+            advantages=empty.cpu(),
+            returns=empty.cpu(),
+            scores=torch.zeros(len(query_ids)),
+            query_trunk=trunk[0],
+            response_trunk=trunk[1],
+        )
+
+    # ------------------------------------------------------------------ optimisation
+    def minibatches(self, rollout: RolloutBatch, skip: int = 0):
+        """`ppo_epochs` passes over the rollout in shuffled minibatches of `train.batch_size`.
+
+        The shuffle is seeded by (seed, iteration, epoch) so a resumed run sees the same minibatches; `skip`
+        drops the first ones (trained on before the checkpoint a run resumed from).
+        """
+        size = self.config.train.batch_size
+        index = 0
+        for epoch in range(self.config.method.ppo_epochs):
+            seed = self.config.train.seed * 1_000_003 + self.iteration * 101 + epoch
+            order = torch.randperm(len(rollout), generator=torch.Generator().manual_seed(seed))
+            for start in range(0, len(rollout), size):
+                if index >= skip:
+                    yield rollout.select(order[start : start + size]).trimmed()
+                index += 1
+
+    def guarded_update(self, minibatch: RolloutBatch) -> dict[str, float]:
+        """`update`, or no update (counted in faults/skipped_steps) when its loss or gradients are not finite."""
+        try:
+            metrics = self.update(minibatch)
+        except NumericalFault as fault:
+            self.faults.record(fault, "step", self.step + 1)
+            return {}
+        self.faults.reset()
+        return metrics
+
+    def update(self, minibatch: RolloutBatch) -> dict[str, float]:
+        """One optimizer step on the clipped policy loss (plus the value loss and the KL loss term, if any).
+
+        The minibatch is split into `gradient_accumulation_steps` micro-batches whose gradients accumulate. Each
+        micro-batch's terms are weighted by its share of what their reduction averages over (response tokens for
+        token means, rows for the per-sequence and constant reductions of `method.loss_type`), so the step equals
+        the one on the whole minibatch. Logged values are averaged over all processes.
+        """
+        self.policy.train()  # dropout is off everywhere; train mode only switches gradient checkpointing on
+        mb = minibatch.to(self.accelerator.device)
+        n_micro = self.accelerator.gradient_accumulation_steps
+        micro_size = math.ceil(len(mb) / n_micro)
+        total_tokens = mb.response_mask.sum().clamp(min=1)
+        loss_sum = torch.zeros((), device=self.accelerator.device)
+        stats: dict[str, float] = {}
+        self.optimizer.zero_grad()
+        for start in range(0, len(mb), micro_size):
+            micro = mb.select(torch.arange(start, min(start + micro_size, len(mb))))
+            with self.accelerator.accumulate(self.policy):
+                policy_term, value_term, micro_stats = self.loss(micro)
+                token_share = micro.response_mask.sum() / total_tokens
+                policy_share = token_share if self.config.method.loss_type == "token_mean" else len(micro) / len(mb)
+                loss = policy_term * policy_share + value_term * token_share
+                # accelerate (or DeepSpeed) divides by n_micro again, hence the factor.
+                self.accelerator.backward(loss * n_micro)
+            loss_sum += loss.detach()
+            for key, value in micro_stats.items():
+                stats[key] = stats.get(key, 0.0) + value * token_share.item()
+        # The norm is computed even without clipping (max_norm=inf): a non-finite norm reveals NaN/inf gradients.
+        max_norm = self.config.train.max_grad_norm
+        grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), max_norm or math.inf)
+        grad_norm = math.nan if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
+        # Under fp16 loss scaling inf gradients are routine: the GradScaler skips that step and lowers its scale.
+        checked = {"loss": loss_sum}
+        if self.accelerator.scaler is None:
+            checked["gradient norm"] = grad_norm
+        problem = nonfinite(checked)
+        if any_process(self.accelerator, problem is not None):
+            self.optimizer.zero_grad()
+            raise NumericalFault(problem or "another process saw a non-finite loss or gradient")
+        self.optimizer.step()
+        self.scheduler.step()
+        stats = mean_over_processes(self.accelerator, {"loss/total": loss_sum.item(), **stats})
+        return {**stats, "optim/grad_norm": grad_norm, "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def loss(self, mb: RolloutBatch) -> tuple[Tensor, Tensor, dict[str, float]]:
+        """One (micro-)batch's policy terms (clipped surrogate + KL loss, reduced by `method.loss_type`), its
+        value term (vf_coef * value loss, a token mean; 0 without a value head) and their statistics."""
+        method = self.config.method
+        mask = mb.response_mask
+        with self.replaying_trunk(mb.trunk):
+            scored = score_response(
+                self.policy, mb.query_ids, mb.query_mask, mb.response_ids, mb.response_mask, self.sampling
+            )
+        reduce = {"loss_type": method.loss_type, "max_tokens": self.sampling.max_new_tokens}
+        pg = policy_loss(
+            scored.logprobs, mb.logprobs, mb.advantages, mask, method.cliprange, method.cliprange_high, **reduce
+        )
+        with torch.no_grad():
+            entropy = masked_mean(entropy_from_logits(scored.logits), mask)
+        stats = {
+            "policy/loss": pg.loss.item(),
+            "policy/approx_kl": pg.approx_kl.item(),
+            "policy/clipfrac": pg.clipfrac.item(),
+            "policy/clip_low_frac": pg.clip_low_frac.item(),
+            "policy/clip_high_frac": pg.clip_high_frac.item(),
+            "policy/entropy": entropy.item(),
+        }
+        policy_term = pg.loss
+        if method.kl_loss_coef > 0:
+            kl_term = kl_loss(scored.logprobs, mb.ref_logprobs, mask, **reduce)
+            policy_term = policy_term + method.kl_loss_coef * kl_term
+            stats["policy/kl_loss"] = kl_term.item()
+        value_term = torch.zeros((), device=policy_term.device)
+        if scored.values is not None:
+            vf = value_loss(scored.values, mb.values, mb.returns, mask, method.cliprange_value)
+            value_term = method.vf_coef * vf.loss
+            stats["value/loss"], stats["value/clipfrac"] = vf.loss.item(), vf.clipfrac.item()
+        return policy_term, value_term, stats
+
+    # ------------------------------------------------------------------ evaluation, logging, checkpoints
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean reward and metric_fn results on the eval prompts, with the same sampling noise every time.
+
+        A forked RNG with a fixed seed makes evaluations comparable across steps without disturbing the
+        training RNG stream (so resume stays exact).
+        """
+        assert self.eval_prompts is not None
+        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        scores: list[float] = []
+        rows: list[dict[str, Any]] = []
+        metric_values: list[tuple[str, float]] = []
+        problem = None
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.train.seed + self.accelerator.process_index)
+            chunk = self.config.method.chunk_size
+            for start in range(0, len(self.eval_prompts), chunk):
+                indices = range(start, min(start + chunk, len(self.eval_prompts)))
+                # Padding prompts (repeats that give every process an equal share) are generated, then dropped.
+                keep = [self.eval_prompts.keep[i] for i in indices]
+                generation = self.generate(self.eval_prompts.batch(list(indices)))
+                try:  # after a fault, keep generating in step with the other processes (see collect_rollout)
+                    timeout = self.config.train.reward_timeout_s
+                    batch_scores, _ = compute_scores(self.reward_fn, generation, self.tokenizer, timeout)
+                except NonFiniteRewardError as e:
+                    problem = problem or str(e)
+                    continue
+                scores += [float(s) for s, k in zip(batch_scores, keep) if k]
+                rows += [
+                    {"prompt": p, "output": o, "reward": float(s)}
+                    for p, o, s, k in zip(generation.prompt.prompts, generation.outputs, batch_scores, keep)
+                    if k
+                ]
+                if self.metric_fn is not None and any(keep):
+                    kwargs = reward_kwargs(generation, self.tokenizer)
+                    for key, value in call_metric_fn(self.metric_fn, kwargs).items():
+                        if isinstance(value, list) and len(value) == len(keep):
+                            value = [v for v, k in zip(value, keep) if k]
+                        metric_values += [(key, float(v)) for v in (value if isinstance(value, list) else [value])]
+        if any_process(self.accelerator, problem is not None):
+            fault = NumericalFault(problem or "another process saw a non-finite reward")
+            self.faults.record(fault, "evaluation", self.step)
+            return {}
+        # Gathered, so every process computes the same numbers (and agrees on saving best_checkpoint).
+        all_scores = torch.tensor(gather_lists(self.accelerator, scores), dtype=torch.float64)
+        metrics = {"eval/reward_mean": all_scores.mean().item(), "eval/reward_std": all_scores.std().item()}
+        for key, value in gather_lists(self.accelerator, metric_values):
+            metrics.setdefault(f"eval/{key}", []).append(value)
+        metrics = {k: v if isinstance(v, float) else sum(v) / len(v) for k, v in metrics.items()}
+        rows = gather_lists(self.accelerator, rows)
+        self.log({"step": self.step, **metrics})
+        if self.logger is not None:
+            self.logger.log_samples(self.step, rows)
+        if self.config.train.save_best and metrics["eval/reward_mean"] > self.best_reward:
+            self.best_reward = metrics["eval/reward_mean"]
+            self.save(self.checkpoint_dir / BEST_DIR)
+        return metrics
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.logger is not None:
+            self.logger.log(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "iteration": self.iteration,
+            "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
+            "kl_controller": self.kl_ctl.state_dict(),
+            "reward_moments": self.reward_moments.state_dict(),
+            "first_rollout_std": self.first_rollout_std,
+            "faults": self.faults.state_dict(),
+            "rollout": None
+            if self.rollout is None
+            else {"metrics": self.rollout_metrics, "minibatch_index": self.minibatch_index},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Counters and controllers from `state_dict()`; `trlx.checkpoint.load_trainer` restores the rest
+        (weights, optimizer, and each process's RNG, prompt-sampler position and in-flight rollout)."""
+        self.step, self.iteration = int(state["step"]), int(state["iteration"])
+        self.best_reward = -math.inf if state["best_reward"] is None else float(state["best_reward"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
+        self.first_rollout_std = state.get("first_rollout_std")
+        self.faults.load_state_dict(state["faults"])
+        in_flight = state["rollout"]
+        self.rollout_metrics = {} if in_flight is None else dict(in_flight["metrics"])
+        self.minibatch_index = 0 if in_flight is None else int(in_flight["minibatch_index"])
+
+    def resume(self, path: str | Path) -> None:
+        """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, rollout)."""
+        load_trainer(self, Path(path))
+        self.resumed_from = Path(path)
+
+    def save(self, dest: Path) -> None:
+        """Write checkpoint `dest` (all processes call this; see `trlx.checkpoint.save_trainer`)."""
+        self.accelerator.wait_for_everyone()
+        save_trainer(self, dest)
+        self.accelerator.wait_for_everyone()
