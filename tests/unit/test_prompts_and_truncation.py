@@ -26,7 +26,7 @@ def test_prompt_validation(tiny_tokenizer):
         to_prompts([])
     with pytest.raises(ValueError, match=r"prompts\[1\] is an empty prompt"):
         to_prompts(["ok", "  "])
-    with pytest.raises(ValueError, match="without a 'prompt' key"):
+    with pytest.raises(ValueError, match=r"without a 'prompt' \(or 'messages'\) key"):
         to_prompts([{"text": "x"}])
     with pytest.raises(TypeError, match=r"prompts\[0\] must be a string"):
         to_prompts([3])

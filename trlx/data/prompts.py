@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,14 +14,35 @@ from trlx.types import PromptBatch
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt string and its extra fields (given to reward_fn and metric_fn as keyword lists)."""
+    """One prompt string and its extra fields (given to reward_fn and metric_fn as keyword lists).
+
+    A chat prompt also keeps its `messages`; `text` is then the tokenizer's chat template applied to them with
+    the generation prompt (empty until `PromptPipeline` renders it).
+    """
 
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    messages: tuple[dict[str, str], ...] | None = None
 
 
-def to_prompts(prompts: Sequence[str | dict[str, Any]], name: str = "prompts") -> list[Prompt]:
-    """Accept strings or dicts with a `prompt` key (other keys become metadata); reject empty input."""
+def chat_messages(item: Any, where: str) -> tuple[dict[str, str], ...]:
+    """A conversation `[{"role": ..., "content": ...}, ...]` checked and frozen, or a ValueError naming `where`."""
+    if not isinstance(item, (list, tuple)) or not item:
+        raise ValueError(f"{where} must be a non-empty list of chat messages, got {type(item).__name__}")
+    for j, message in enumerate(item):
+        ok = (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        )
+        if not ok:
+            raise ValueError(f'{where}[{j}] must be a message {{"role": str, "content": str}}, got {message!r}')
+    return tuple(dict(m) for m in item)
+
+
+def to_prompts(prompts: Sequence[str | dict[str, Any] | list[dict[str, str]]], name: str = "prompts") -> list[Prompt]:
+    """Accept strings, dicts with a `prompt` key, chat conversations (lists of `{"role", "content"}` messages) or
+    dicts with a `messages` key; a dict's other keys become metadata. Reject empty input."""
     if isinstance(prompts, str):
         raise TypeError(
             f"{name} must be a list of prompts, not one string (which would be read letter by letter): "
@@ -31,14 +52,24 @@ def to_prompts(prompts: Sequence[str | dict[str, Any]], name: str = "prompts") -
         raise ValueError(f"{name} is empty: pass at least one prompt")
     out = []
     for i, item in enumerate(prompts):
+        if isinstance(item, (list, tuple)):
+            out.append(Prompt("", {}, chat_messages(item, f"{name}[{i}]")))
+            continue
+        if isinstance(item, dict) and "messages" in item and "prompt" not in item:
+            metadata = {k: v for k, v in item.items() if k != "messages"}
+            out.append(Prompt("", metadata, chat_messages(item["messages"], f"{name}[{i}]['messages']")))
+            continue
         if isinstance(item, str):
             text, metadata = item, {}
         elif isinstance(item, dict):
             if "prompt" not in item:
-                raise ValueError(f"{name}[{i}] is a dict without a 'prompt' key: {sorted(item)}")
+                raise ValueError(f"{name}[{i}] is a dict without a 'prompt' (or 'messages') key: {sorted(item)}")
             text, metadata = item["prompt"], {k: v for k, v in item.items() if k != "prompt"}
         else:
-            raise TypeError(f"{name}[{i}] must be a string or a dict with a 'prompt' key, got {type(item).__name__}")
+            raise TypeError(
+                f"{name}[{i}] must be a string, a list of chat messages, or a dict with a 'prompt' or 'messages' key, "
+                f"got {type(item).__name__}"
+            )
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{name}[{i}] is an empty prompt")
         out.append(Prompt(text, metadata))
@@ -58,8 +89,11 @@ class PromptPipeline:
         max_prompt_length: int,
         budget: str = "train.seq_length minus method.gen_kwargs.max_new_tokens",
     ) -> None:
-        self.prompts = prompts
+        self.prompts = [render_chat(p, tokenizer, i) for i, p in enumerate(prompts)]
+        prompts = self.prompts
         self.tokenizer = tokenizer
+        # No special tokens added: a plain prompt is the text as given, and a chat template writes its own (a
+        # BOS added here as well would appear twice).
         self.token_ids: list[list[int]] = tokenizer([p.text for p in prompts], add_special_tokens=False)["input_ids"]
         for i, ids in enumerate(self.token_ids):
             if len(ids) == 0:
@@ -74,6 +108,11 @@ class PromptPipeline:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether any prompt is a chat conversation (generation then also stops at the end-of-turn token)."""
+        return any(p.messages is not None for p in self.prompts)
 
     @property
     def metadata_keys(self) -> list[str]:
@@ -104,6 +143,35 @@ class PromptPipeline:
             prompts=[self.prompts[i].text for i in indices],
             metadata=[self.prompts[i].metadata for i in indices],
         )
+
+
+def render_chat(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, index: int) -> Prompt:
+    """A chat prompt with `text` set to its chat template applied once, ending in the assistant's turn opening."""
+    if prompt.messages is None or prompt.text:
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"prompt {index} is a chat conversation but tokenizer {tokenizer.name_or_path!r} has no chat template "
+            "(tokenizer.chat_template is None): use a chat model's tokenizer (tokenizer.tokenizer_path), set "
+            "tokenizer.chat_template, or pass plain-text prompts"
+        )
+    text = tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
+    return replace(prompt, text=text)
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """The special token the chat template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...), found
+    by rendering a one-turn conversation: the first token after the assistant's text, if it is a special token."""
+    marker = "trlx-end-of-turn-probe"
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception:  # a template that insists on other roles: rely on the EOS ids alone
+        return ()
+    after = text.split(marker, 1)[1] if marker in text else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    return (ids[0],) if ids and ids[0] in special else ()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from trlx.algorithms.rewards import place_scores, scale_token_scores
 from trlx.algorithms.stats import RunningMoments, masked_mean
 from trlx.checkpoint import BEST_DIR, TENSORBOARD_DIR, checkpoint_name, load_trainer, read_latest, save_trainer
 from trlx.config import TRLConfig
-from trlx.data.prompts import PromptPipeline, PromptSampler
+from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
     full_params_for_generation,
     gather_lists,
@@ -49,7 +49,7 @@ from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
 from trlx.rewards.scoring import NonFiniteRewardError, call_metric_fn, compute_scores, reward_kwargs
 from trlx.rollout.generation import generate
-from trlx.rollout.options import SamplingParams
+from trlx.rollout.options import SamplingParams, merge_eos_ids
 from trlx.rollout.scoring import score_response
 from trlx.trainers.advantages import estimate_advantages, group_metrics
 from trlx.types import Generation, RolloutBatch, right_pad_cat
@@ -121,9 +121,10 @@ class OnlineTrainer:
 
         method = config.method
         lm = self.accelerator.unwrap_model(self.policy).lm
-        self.sampling = SamplingParams.from_gen_kwargs(
-            method.gen_kwargs, model_eos_ids(tokenizer, lm), tokenizer.pad_token_id
-        )
+        eos_ids = model_eos_ids(tokenizer, lm)
+        if train_prompts.is_chat or (eval_prompts is not None and eval_prompts.is_chat):
+            eos_ids = merge_eos_ids(eos_ids, end_of_turn_ids(tokenizer))  # the assistant's turn ends the response
+        self.sampling = SamplingParams.from_gen_kwargs(method.gen_kwargs, eos_ids, tokenizer.pad_token_id)
         self.kl_ctl = make_kl_controller(method.init_kl_coef, method.target, method.horizon)
         self.reward_moments = RunningMoments()
         # scale_reward=ref without method.ref_std divides by the first rollout's score std (as trlX does).
