@@ -5,8 +5,8 @@
 (`num_prompts` / `num_eval_prompts` pick how many of the 7 prompts to use; other keys are config overrides.)
 
 Besides the usual checkpoint folder, every process writes to OUT_DIR:
-  rewards_<rank>.jsonl   one row per reward_fn call: split (train/eval) and the scores it returned
-  weights_<rank>.safetensors   its policy weights (language model and value head) after training
+  rewards_<rank>.jsonl   one row per reward_fn call: split (train/eval), its prompts and the scores it returned
+  weights_<rank>.safetensors   its policy weights (language model, and value head for ppo) after training
 """
 
 import faulthandler
@@ -56,7 +56,7 @@ def main() -> None:
     def reward_fn(samples, prompts, outputs, split, **kwargs):
         scores = [float(sum(w in GOOD for w in o.split())) + 0.1 * len(o.split()) for o in outputs]
         with (out_dir / f"rewards_{rank}.jsonl").open("a") as f:
-            f.write(json.dumps({"split": split[0], "scores": scores}) + "\n")
+            f.write(json.dumps({"split": split[0], "scores": scores, "prompts": prompts}) + "\n")
         return scores
 
     words = ["the movie was", "this film is", "i think it", "the acting", "the plot", "a story", "the music"]

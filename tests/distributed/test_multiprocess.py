@@ -194,3 +194,38 @@ def test_accelerate_launch_runs_the_cli_with_the_shipped_zero2_config(model_dir,
     assert (tmp_path / "rank_0").is_file() and (tmp_path / "rank_1").is_file()  # two processes did run
     assert len(rows) == 1  # one step, logged once
     assert (tmp_path / "ckpt" / "checkpoint_00001" / "model.safetensors").is_file()
+
+
+GRPO_OVERRIDES = {
+    "method.name": "grpo",
+    "method.num_generations": 4,
+    "method.init_kl_coef": 0.0,
+    "method.kl_loss_coef": 0.05,
+    "method.loss_type": "sequence_mean",
+}
+
+
+def test_grpo_groups_stay_whole_and_statistics_are_global(model_dir, tmp_path):
+    result = run_ppo(model_dir, tmp_path, GRPO_OVERRIDES)
+    assert result.returncode == 0, result.log[-5000:]
+    calls = {rank: [c for c in result.reward_calls(rank) if c["split"] == "train"] for rank in (0, 1)}
+    assert [len(c) for c in calls.values()] == [4, 4]  # 2 rollouts x 2 chunks of one group of 4 on each process
+    for call in calls[0] + calls[1]:
+        assert len(set(call["prompts"])) == 1 and len(call["prompts"]) == 4  # a whole group in one chunk
+    rows = train_rows(result)
+    for iteration, step in ((0, 1), (1, 3)):
+        groups = [
+            torch.tensor(c["scores"], dtype=torch.float64) for r in (0, 1) for c in calls[r][2 * iteration :][:2]
+        ]
+        pooled = torch.cat(groups)
+        assert rows[step]["reward/mean"] == pytest.approx(pooled.mean().item(), abs=1e-6)
+        group_std = torch.stack([g.std() for g in groups])
+        assert rows[step]["reward/group_std_mean"] == pytest.approx(group_std.mean().item(), abs=1e-6)
+        assert rows[step]["groups/zero_std_fraction"] == pytest.approx((group_std <= 1e-6).double().mean().item())
+    rank0, rank1 = result.weights(0), result.weights(1)
+    assert rank0.keys() == rank1.keys() and not any(k.startswith("value_head") for k in rank0)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert (
+        "policy/kl_loss" in rows[4]
+        and not (result.out_dir / "ckpt" / "checkpoint_00004" / "value_head.safetensors").exists()
+    )

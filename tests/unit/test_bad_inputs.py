@@ -48,12 +48,29 @@ CONFIG_CASES = [
         r"method\.gen_kwargs\.tempreature: unknown sampling option; supported options: max_new_tokens",
     ),
     ("zero_temperature", ["method.gen_kwargs.temperature=0"], r"temperature: must be a positive number"),
-    ("several_samples_per_prompt", ["method.gen_kwargs.num_return_sequences=4"], r"num_return_sequences: must be 1"),
+    (
+        "several_samples_per_prompt",
+        ["method.gen_kwargs.num_return_sequences=4"],
+        r"num_return_sequences: must be 1: set method\.num_generations",
+    ),
     ("save_total_limit_zero", ["train.save_total_limit=0"], r"train\.save_total_limit: must be at least 1"),
     ("no_faults_allowed", ["train.max_consecutive_faults=0"], r"train\.max_consecutive_faults: must be a positive"),
     ("reward_timeout_zero", ["train.reward_timeout_s=0"], r"train\.reward_timeout_s: must be positive \(seconds\)"),
     ("negative_kl_max", ["method.kl_max=-1"], r"method\.kl_max: must be positive or None, got -1"),
     ("empty_resume_path", ["train.resume_from_checkpoint=''"], r"train\.resume_from_checkpoint: must be a checkpoint"),
+    ("unknown_method", ["method.name=dpo"], r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp \(or trlX's"),
+    ("group_of_one", ["method.name=grpo"], r"method\.num_generations: grpo needs at least 2 completions per prompt"),
+    (
+        "group_not_dividing_rollouts",
+        ["method.name=grpo", "method.num_generations=3"],
+        r"method\.num_generations: \(3\) must divide method\.num_rollouts \(128\)",
+    ),
+    (
+        "unknown_loss_type",
+        ["method.loss_type=seq"],
+        r"method\.loss_type: allowed: token_mean, sequence_mean, constant",
+    ),
+    ("unknown_reward_scale", ["method.scale_rewards=std"], r"method\.scale_rewards: allowed: group, batch, none"),
 ]
 
 

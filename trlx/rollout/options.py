@@ -28,7 +28,7 @@ SUPPORTED: dict[str, str] = {
     "eos_token_id": "end-of-sequence id or ids; default: the tokenizer's merged with the model's generation_config",
     "pad_token_id": "accepted for trlX configs; padding is masked, so the id does not affect training",
     "use_cache": "accepted for trlX configs; the KV cache is always used",
-    "num_return_sequences": "must be 1 (repeat a prompt to sample it several times)",
+    "num_return_sequences": "must be 1 (set method.num_generations for several completions per prompt)",
 }
 
 _DEPENDS_ON_HISTORY = "makes each token's probability depend on the tokens before it in a way trlx does not score"
@@ -106,7 +106,7 @@ def gen_kwargs_problem(gen_kwargs: dict[str, Any]) -> tuple[str, str] | None:
         (
             "num_return_sequences",
             gen_kwargs.get("num_return_sequences", 1) == 1,
-            "must be 1: each prompt is sampled once per rollout (repeat a prompt to sample it more)",
+            "must be 1: set method.num_generations for several completions per prompt (a group)",
         ),
         ("eos_token_id", _is_ids(gen_kwargs.get("eos_token_id", [])), "must be a token id or a list of token ids"),
         (

@@ -39,7 +39,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_reward_curve(metrics_jsonl: Path, out_png: Path) -> Path:
+def plot_reward_curve(metrics_jsonl: Path, out_png: Path, title: str = "PPO sentiment fine-tuning") -> Path:
     """Plot `reward/mean` (with `eval/reward_mean` points) above `kl/mean`, both against `step`; returns `out_png`."""
     import matplotlib
 
@@ -66,7 +66,7 @@ def plot_reward_curve(metrics_jsonl: Path, out_png: Path) -> Path:
         ax_kl.set_xlabel("step")
         ax_kl.grid(alpha=0.3)
         ax_kl.legend(loc="best")
-        fig.suptitle("PPO sentiment fine-tuning")
+        fig.suptitle(title)
         fig.tight_layout()
         out_png = Path(out_png)
         out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,9 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def write_samples_html(rows: list[dict[str, Any]], out_html: Path) -> Path:
+def write_samples_html(
+    rows: list[dict[str, Any]], out_html: Path, title: str = "Samples before and after PPO"
+) -> Path:
     """Side-by-side table of continuations before and after training, with mean rewards on top.
 
     Each row needs `prompt`, `before`, `after`, `reward_before`, `reward_after`. All text is HTML-escaped,
@@ -113,7 +115,7 @@ def write_samples_html(rows: list[dict[str, Any]], out_html: Path) -> Path:
         f"(change {_mean(after) - _mean(before):+.3f}); higher after training for {improved} of {len(rows)}.</p>"
     )
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Samples before and after PPO</title>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; width: 100%; }}
@@ -122,7 +124,7 @@ th {{ background: #f3f3f3; }}
 td.num {{ text-align: right; white-space: nowrap; font-family: monospace; }}
 </style></head>
 <body>
-<h1>Samples before and after PPO</h1>
+<h1>{html.escape(title)}</h1>
 {summary}
 <table>
 <tr><th>#</th><th>prompt</th><th>before</th><th>reward</th><th>after</th><th>reward</th></tr>
