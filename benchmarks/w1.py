@@ -10,6 +10,10 @@ W1: 16 IMDB openings per iteration (the first 64 of prompts.json, cycled in orde
 the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1, advantages whitened, fp32,
 2 threads, seed 0, 8 iterations; medians over iterations 3..8. Variants:
 
+- grpo8, grpo8_noref: GRPO on the same 16 completions and tokens per iteration (2 prompts x 8 completions),
+  the same epochs and optimizer; KL as a k3 loss term (0.05, a frozen copy as reference) or none at all (no
+  reference model built). No value head.
+
 - full: the whole model trainable, a frozen copy as reference (TRL has a third copy: its critic's backbone).
 - hydra2: `num_layers_unfrozen=2` with the hydra reference: the frozen 28 blocks run once per rollout, while
   sampling, and are replayed for scoring and every update.
@@ -44,7 +48,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PROMPTS_PER_ITER = 16
 NEW_TOKENS = 16
 PROMPT_POOL = 64
-VARIANTS = {"full": {"num_layers_unfrozen": -1, "reference": "copy"}, "hydra2": {"num_layers_unfrozen": 2}}
+GRPO8 = {"method.name": "grpo", "method.num_generations": 8, "method.init_kl_coef": 0.0}
+VARIANTS = {
+    "full": {"num_layers_unfrozen": -1, "reference": "copy"},
+    "hydra2": {"num_layers_unfrozen": 2},
+    # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
+    "grpo8": {"num_layers_unfrozen": -1, "reference": "copy", "method": {**GRPO8, "method.kl_loss_coef": 0.05}},
+    # No KL at all: no reference model is built or run.
+    "grpo8_noref": {"num_layers_unfrozen": -1, "reference": "copy", "method": GRPO8},
+}
 DEFAULT_PROMPTS = "/tmp/assets/prompts.json"
 
 
@@ -115,6 +127,7 @@ def w1_config(model_path: str, variant: str, workdir: Path):
                 "top_p": 1.0,
                 "do_sample": True,
             },
+            **model.get("method", {}),
         }
     )
 
@@ -160,7 +173,9 @@ def phase_work(lm, variant: str, prompt_tokens: float) -> dict[str, dict[str, fl
     gen = {"flop": 2 * body * tokens, "head_flop": 2 * head * b * r, "bytes": r * weight_bytes}
     # With a frozen trunk its output is replayed: only the top blocks and the head run in scoring and updates.
     run = body if VARIANTS[variant]["num_layers_unfrozen"] < 0 else top
-    score = {"flop": 2 * 2 * run * tokens, "head_flop": 2 * 2 * head * scored, "bytes": 0.0}
+    method = VARIANTS[variant].get("method", {})
+    forwards = 1 if method and not method.get("method.kl_loss_coef") else 2  # policy, and the reference if any
+    score = {"flop": forwards * 2 * run * tokens, "head_flop": forwards * 2 * head * scored, "bytes": 0.0}
     # Per multiply-add: forward 2, input gradient 2, weight gradient 2 (the head's only if it is trained).
     head_flop = 6 if lm.get_output_embeddings().weight.requires_grad else 4
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)

@@ -1,4 +1,4 @@
-"""trlx: reinforcement learning from human feedback (PPO) for Hugging Face causal language models."""
+"""trlx: reinforcement learning from human feedback (PPO, GRPO, RLOO, REINFORCE++) for Hugging Face causal LMs."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def train_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "train": "fine-tune a causal LM with PPO from a YAML config",
+        "train": "fine-tune a causal LM online (PPO, GRPO, RLOO, REINFORCE++) from a YAML config",
         "label": "compare sampled continuations in the terminal and record preferences",
         "train-rm": "train a reward model from recorded comparisons",
     }

@@ -1,6 +1,8 @@
 """Chat prompts: the tokenizer's template is applied once, generation ends at its end-of-turn token, reward_fn
 gets the completion and the prompt's metadata, and a tokenizer without a template is refused."""
 
+import json
+
 import pytest
 import torch
 from conftest import build_word_tokenizer, tiny_ppo_config
@@ -92,3 +94,28 @@ def test_plain_prompts_keep_the_model_eos_only(chat_model, tmp_path):
         str(chat_model), reward_fn=lambda samples, **kw: [0.0] * len(samples), prompts=["the movie was"], config=config
     )
     assert trainer.tokenizer.convert_tokens_to_ids("[EOT]") not in trainer.sampling.eos_token_ids
+
+
+def test_arithmetic_config_trains_through_the_cli_with_the_real_chat_template(tmp_path):
+    """configs/arithmetic.yml as `trlx train` runs it, shortened to one step: SmolLM2's own chat template, its
+    <|im_end|> as end of turn, the exact-answer checker as reward and metric."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trlx.logging import read_metrics
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "arithmetic.yml"
+    overrides = ["train.total_steps=1", "method.num_rollouts=16", "method.chunk_size=16", "train.batch_size=16"]
+    overrides += [f"train.checkpoint_dir={tmp_path}", "method.gen_kwargs.max_new_tokens=16"]
+    result = subprocess.run(
+        [sys.executable, "-m", "trlx", "train", str(config), *overrides], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 1] and all(0 <= r["eval/format"] <= 1 for r in evals)
+    train = next(r for r in rows if "reward/mean" in r)
+    assert "reward/correct" in train and "groups/zero_std_fraction" in train and "value/loss" not in train
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["prompt"].endswith("<|im_start|>assistant\n") and "<|im_end|>" not in samples[0]["output"]

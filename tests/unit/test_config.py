@@ -212,3 +212,12 @@ def test_only_ppo_has_a_value_head_and_kl_zero_needs_no_reference():
     assert PPOConfig().has_value_head and PPOConfig().uses_reference
     assert PPOConfig(name="grpo", num_generations=4, init_kl_coef=0.0, kl_loss_coef=0.04).uses_reference
     assert PPOConfig(init_kl_coef=0.0, target=6.0).uses_reference  # the adaptive controller starts from 0
+
+
+def test_default_grpo_config_is_critic_free_and_reference_free():
+    from trlx.data.default_configs import default_grpo_config
+
+    config = default_grpo_config(4)
+    assert config.method.name == "grpo" and config.method.num_generations == 4
+    assert not config.method.has_value_head and not config.method.uses_reference
+    assert config.method.cliprange_high == 0.28 and config.train == TRLConfig().train
