@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
-from trlx.config import method_name
+from trlx.config import TRLConfig, method_name
 from trlx.distributed import engine_shards_optimizer, gathered_state_dict
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead
@@ -241,7 +241,11 @@ def resolve_checkpoint(checkpoint_dir: str | Path, value: str) -> Path:
         path = Path(value).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"train.resume_from_checkpoint: checkpoint folder {str(path)!r} does not exist")
-    missing = [name for name in (STATE_FILE, OPTIMIZER_FILE, rng_file(0)) if not (path / name).is_file()]
+    required = [STATE_FILE, OPTIMIZER_FILE, rng_file(0)]
+    if (path / CONFIG_FILE).is_file():  # PPO's checkpoints hold its critic; the other methods have none
+        saved_method = (yaml.safe_load((path / CONFIG_FILE).read_text()) or {}).get("method", {}).get("name", "ppo")
+        required += [VALUE_HEAD_FILE] if method_name(saved_method) == "ppo" else []
+    missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(
             f"train.resume_from_checkpoint: {str(path)!r} is not a complete trlx checkpoint (missing "
@@ -275,7 +279,16 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
         )
     if state.get("rollout") is None:
         return
-    # Mid-rollout: the saved minibatch position only means the same thing with the same rollout shape.
+    # Mid-rollout: without a reference the saved rollout's reference log-probs are the policy's own, which a run
+    # with KL would silently pull toward.
+    if TRLConfig.from_dict(saved).method.uses_reference != config.method.uses_reference:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was saved mid-rollout by a run "
+            f"{'with' if not config.method.uses_reference else 'without'} a reference model (KL), and this run "
+            f"{'has' if config.method.uses_reference else 'has none'}; resume with the KL settings it was saved with "
+            "(method.init_kl_coef, kl_loss_coef, target, kl_max; they can change once that rollout is finished)"
+        )
+    # The saved minibatch position only means the same thing with the same rollout shape.
     fields = (
         ("method", "num_rollouts"),
         ("train", "batch_size"),

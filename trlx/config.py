@@ -319,12 +319,14 @@ class PPOConfig:
     )
     ppo_epochs: int = doc("Passes over each rollout's minibatches.", 4)
     init_kl_coef: float = doc(
-        "Initial coefficient of the KL penalty in the reward (k1 per token by default); 0 with kl_loss_coef 0 and "
-        "no target builds no reference model.",
+        "Initial coefficient of the KL penalty in the reward (k1 per token by default); 0 with kl_loss_coef 0, "
+        "no target and no kl_max builds no reference model.",
         0.001,
     )
     kl_loss_coef: float = doc(
-        "Coefficient of a KL(policy || reference) term in the loss (k3 per token, as GRPO); 0: none.", 0.0
+        "Coefficient of a KL(policy || reference) term in the loss (k3 per token, as GRPO; needs top_k 0, top_p 1); "
+        "0: none.",
+        0.0,
     )
     target: float | None = doc("Adaptive KL target per sequence (Ziegler et al. 2019); None: fixed coefficient.", None)
     horizon: int = doc("Adaptive KL controller horizon in samples.", 10000)
@@ -336,7 +338,7 @@ class PPOConfig:
         "Upper ratio clip epsilon (DAPO clip-higher, e.g. 0.28); None: cliprange.", None
     )
     loss_type: str = doc(
-        "Policy-loss reduction: token_mean (all tokens weigh the same; trlX, DAPO), sequence_mean (each sequence "
+        "Policy-loss reduction: token_mean (all tokens of a minibatch weigh the same; trlX, DAPO), sequence_mean (each sequence "
         "weighs the same; GRPO), constant (sum / (batch * max_new_tokens); Dr.GRPO).",
         "token_mean",
     )
@@ -461,6 +463,15 @@ class PPOConfig:
             "method.dynamic_sampling",
             f"drops groups whose rewards are all equal, which needs method.num_generations >= 2 (got {g})",
         )
+        truncated = self.gen_kwargs.get("top_k", 0) > 0 or self.gen_kwargs.get("top_p", 1.0) < 1.0
+        _require(
+            self.kl_loss_coef == 0 or not truncated,
+            "method.kl_loss_coef",
+            "cannot be combined with top_k/top_p sampling: the policy's log-probs are then those of the truncated "
+            "distribution and the reference's are not, so the KL term would push every sampled token down from "
+            "the first step; use top_k: 0 and top_p: 1.0, or KL in the reward (init_kl_coef)",
+        )
+        _require(self.overlong_penalty >= 0, "method.overlong_penalty", f"must be >= 0, got {self.overlong_penalty}")
         max_new = self.gen_kwargs["max_new_tokens"]
         _require(
             0 <= self.overlong_buffer <= max_new,
@@ -475,8 +486,9 @@ class PPOConfig:
 
     @property
     def uses_reference(self) -> bool:
-        """Whether any KL to the reference enters the reward or the loss (else no reference model is built)."""
-        return self.init_kl_coef > 0 or self.target is not None or self.kl_loss_coef > 0
+        """Whether any KL to the reference enters the reward or the loss, or is watched (kl_max); else no
+        reference model is built and the KL metrics are 0."""
+        return self.init_kl_coef > 0 or self.target is not None or self.kl_loss_coef > 0 or self.kl_max is not None
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trlx.algorithms.advantages import degenerate_groups
+
 
 @dataclass
 class PromptBatch:
@@ -145,3 +147,24 @@ class RolloutBatch:
 def right_pad_cat(tensors: list[Tensor], width: int) -> Tensor:
     """Right-pad (B_i, R_i) tensors with zeros to (B_i, width) and stack them into (sum B_i, width)."""
     return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors])
+
+
+@dataclass
+class SampledChunk:
+    """One generate call's samples, scored: `batch` (B rows) with the reward function's (B,) `scores` and, for
+    dense rewards, (B, R) per-token scores; `gap` the sampler-vs-scorer log-prob gap; `problem` a non-finite value."""
+
+    batch: RolloutBatch
+    scores: Tensor
+    dense: Tensor | None
+    gap: Tensor
+    problem: str | None
+
+    def select(self, rows: Tensor) -> SampledChunk:
+        dense = None if self.dense is None else self.dense[rows]
+        return SampledChunk(self.batch.select(rows), self.scores[rows], dense, self.gap, self.problem)
+
+    def split_degenerate(self, group_size: int) -> tuple[SampledChunk, SampledChunk]:
+        """(the groups whose scores differ, the groups whose scores are all equal), each group kept whole."""
+        rows = degenerate_groups(self.scores, group_size).repeat_interleave(group_size)
+        return self.select(torch.nonzero(~rows).squeeze(-1)), self.select(torch.nonzero(rows).squeeze(-1))

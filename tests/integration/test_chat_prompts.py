@@ -96,6 +96,7 @@ def test_plain_prompts_keep_the_model_eos_only(chat_model, tmp_path):
     assert trainer.tokenizer.convert_tokens_to_ids("[EOT]") not in trainer.sampling.eos_token_ids
 
 
+@pytest.mark.slow  # the real SmolLM2 (about 45 s)
 def test_arithmetic_config_trains_through_the_cli_with_the_real_chat_template(tmp_path):
     """configs/arithmetic.yml as `trlx train` runs it, shortened to one step: SmolLM2's own chat template, its
     <|im_end|> as end of turn, the exact-answer checker as reward and metric."""

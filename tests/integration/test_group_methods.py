@@ -9,6 +9,7 @@ from conftest import TINY_PROMPTS, good_word_reward, save_tiny_gpt2, tiny_ppo_co
 from resilience_helpers import metric_rows, run, weights
 
 import trlx
+from trlx.checkpoint import read_latest
 from trlx.logging import read_metrics
 
 GROUP = {"method.num_generations": 8, "method.init_kl_coef": 0.0}
@@ -117,3 +118,40 @@ def test_resuming_with_another_method_is_refused_before_loading(model_path, tmp_
     run(model_path, tmp_path, 4, **{"method.name": "grpo", "method.num_generations": 4})
     with pytest.raises(ValueError, match="method.name is ppo but checkpoint .* was written by grpo"):
         run(model_path, tmp_path, 8, **{"train.resume_from_checkpoint": "latest"})
+
+
+def test_ppo_checkpoint_without_its_value_head_is_refused_before_loading(model_path, tmp_path):
+    run(model_path, tmp_path, 4)
+    (read_latest(tmp_path) / "value_head.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"not a complete trlx checkpoint \(missing value_head\.safetensors\)"):
+        run(model_path, tmp_path, 8, **{"train.resume_from_checkpoint": "latest"})
+
+
+def test_mid_rollout_resume_with_kl_where_there_was_no_reference_is_refused(model_path, tmp_path):
+    grpo = {"method.name": "grpo", "method.num_generations": 4, "method.init_kl_coef": 0.0, "method.target": None}
+    run(model_path, tmp_path, 6, **grpo)  # mid-rollout: the rollout's reference log-probs are the policy's own
+    with pytest.raises(ValueError, match="saved mid-rollout by a run without a reference model"):
+        run(model_path, tmp_path, 8, **{**grpo, "method.kl_loss_coef": 0.1, "train.resume_from_checkpoint": "latest"})
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["scalar", "dense"])
+def test_overlong_penalty_is_part_of_every_reward(dense, model_path, tmp_path):
+    from trlx.algorithms.advantages import overlong_penalty
+    from trlx.trlx import make_trainer
+
+    def reward_fn(samples, **kwargs):  # 1 per sample; dense: 1/8 on each of exactly 8 tokens
+        return [[1.0 / 8] * 8 if dense else 1.0 for _ in samples]
+
+    overrides = {"method.name": "grpo", **GROUP, "method.overlong_buffer": 4}
+    if dense:
+        overrides["method.gen_kwargs"] = {"max_new_tokens": 8, "min_new_tokens": 8}
+    trainer = make_trainer(
+        str(model_path), reward_fn=reward_fn, prompts=TINY_PROMPTS, config=tiny_ppo_config(tmp_path, **overrides)
+    )
+    rollout, _ = trainer.collect_rollout()
+    lengths = rollout.response_mask.sum(-1)
+    expected = 1.0 + overlong_penalty(lengths, 8, 4)  # 8 new tokens, a 4-token ramp: 1 - 0.25 per token past 4
+    assert rollout.scores.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert (lengths > 4).any()  # the random policy writes long responses, so the penalty is exercised
+    if dense:  # all 8 tokens long: the whole penalty (-1) lands on the last token
+        assert rollout.rewards[:, -1].tolist() == pytest.approx([1 / 8 - 1] * len(rollout))

@@ -71,6 +71,11 @@ CONFIG_CASES = [
         r"method\.loss_type: allowed: token_mean, sequence_mean, constant",
     ),
     ("unknown_reward_scale", ["method.scale_rewards=std"], r"method\.scale_rewards: allowed: group, batch, none"),
+    (
+        "kl_loss_with_top_p",
+        ["method.kl_loss_coef=0.05", "method.gen_kwargs.top_p=0.9"],
+        r"method\.kl_loss_coef: cannot be combined with top_k/top_p sampling",
+    ),
 ]
 
 

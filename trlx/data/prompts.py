@@ -152,8 +152,8 @@ def render_chat(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, index: int) 
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"prompt {index} is a chat conversation but tokenizer {tokenizer.name_or_path!r} has no chat template "
-            "(tokenizer.chat_template is None): use a chat model's tokenizer (tokenizer.tokenizer_path), set "
-            "tokenizer.chat_template, or pass plain-text prompts"
+            "(tokenizer.chat_template is None): use a chat model's tokenizer (tokenizer.tokenizer_path), add a "
+            "chat_template to its tokenizer_config.json, or pass plain-text prompts"
         )
     text = tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
     return replace(prompt, text=text)
@@ -161,7 +161,8 @@ def render_chat(prompt: Prompt, tokenizer: PreTrainedTokenizerBase, index: int) 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """The special token the chat template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...), found
-    by rendering a one-turn conversation: the first token after the assistant's text, if it is a special token."""
+    by rendering a one-turn conversation: the first special token after the assistant's text. (A template whose
+    closing token differs from the one that ends generation should list that one in gen_kwargs.eos_token_id.)"""
     marker = "trlx-end-of-turn-probe"
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
     try:
@@ -170,8 +171,12 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
         return ()
     after = text.split(marker, 1)[1] if marker in text else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
-    return (ids[0],) if ids and ids[0] in special else ()
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    special = set(tokenizer.all_special_ids) | {
+        int(i) for i, token in added.items() if getattr(token, "special", False)
+    }
+    # The first special token after the text (a template may put a space or newline before it).
+    return next(((i,) for i in ids if i in special), ())
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

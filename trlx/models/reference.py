@@ -162,7 +162,7 @@ def build_policy_and_reference(
     it, and a LoRA policy is saved merged from unsharded weights, so both need DDP or ZeRO-1/2.
     """
     kind = model.reference_kind
-    if params_sharded and kind != "copy":
+    if params_sharded and (kind == "lora" or (kind == "hydra" and with_reference)):
         raise ValueError(
             f"model.reference={kind} is not supported with sharded parameters (DeepSpeed ZeRO-3, FSDP); use "
             "reference=copy there, or ZeRO-2/DDP for hydra and lora"

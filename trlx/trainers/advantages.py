@@ -15,6 +15,7 @@ from torch import Tensor
 
 from trlx.algorithms.advantages import (
     broadcast_to_tokens,
+    degenerate_groups,
     discounted_returns,
     group_std,
     grpo_advantages,
@@ -90,8 +91,7 @@ def whiten(accelerator: Accelerator, x: Tensor, mask: Tensor) -> Tensor:
 def group_metrics(accelerator: Accelerator, scores: Tensor, group_size: int) -> dict[str, float]:
     """How much signal the groups carry: the mean within-group std of the reward function's (B,) scores, and the
     share of groups whose scores are all equal (their group-relative advantages are 0)."""
-    stds = group_std(scores, group_size)
     return {
-        "reward/group_std_mean": global_mean(accelerator, stds),
-        "groups/zero_std_fraction": global_mean(accelerator, (stds <= 1e-6).double()),
+        "reward/group_std_mean": global_mean(accelerator, group_std(scores, group_size)),
+        "groups/zero_std_fraction": global_mean(accelerator, degenerate_groups(scores, group_size).double()),
     }

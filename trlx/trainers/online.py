@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from accelerate.utils import DistributedType
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from trlx.algorithms.advantages import degenerate_groups, overlong_penalty
+from trlx.algorithms.advantages import overlong_penalty
 from trlx.algorithms.kl import kl_penalty, make_kl_controller
 from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value_loss
 from trlx.algorithms.rewards import place_scores, scale_token_scores
@@ -35,7 +34,6 @@ from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
     full_params_for_generation,
-    gather_lists,
     global_max,
     global_mean,
     global_moments,
@@ -47,38 +45,18 @@ from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
-from trlx.rewards.scoring import NonFiniteRewardError, call_metric_fn, compute_scores, reward_kwargs
+from trlx.rewards.scoring import NonFiniteRewardError, compute_scores
 from trlx.rollout.generation import generate
 from trlx.rollout.options import SamplingParams, merge_eos_ids
 from trlx.rollout.scoring import score_response
 from trlx.trainers.advantages import estimate_advantages, group_metrics
-from trlx.types import Generation, RolloutBatch, right_pad_cat
+from trlx.trainers.evaluation import gathered_eval_metrics, sample_eval_prompts
+from trlx.types import Generation, RolloutBatch, SampledChunk, right_pad_cat
 
 MetricFn = Callable[..., dict[str, Any]]
 # Dynamic sampling gives up after this many times the generate calls of a plain rollout (then tops the rollout up
 # with groups whose rewards are all equal).
 MAX_SAMPLING_ROUNDS = 4
-
-
-@dataclass
-class SampledChunk:
-    """One generate call's samples, scored: `batch` (B rows) with the reward function's (B,) `scores` and, for
-    dense rewards, (B, R) per-token scores; `gap` the sampler-vs-scorer log-prob gap; `problem` a non-finite value."""
-
-    batch: RolloutBatch
-    scores: Tensor
-    dense: Tensor | None
-    gap: Tensor
-    problem: str | None
-
-    def select(self, rows: Tensor) -> SampledChunk:
-        dense = None if self.dense is None else self.dense[rows]
-        return SampledChunk(self.batch.select(rows), self.scores[rows], dense, self.gap, self.problem)
-
-    def split_degenerate(self, group_size: int) -> tuple[SampledChunk, SampledChunk]:
-        """(the groups whose scores differ, the groups whose scores are all equal), each group kept whole."""
-        rows = degenerate_groups(self.scores, group_size).repeat_interleave(group_size)
-        return self.select(torch.nonzero(~rows).squeeze(-1)), self.select(torch.nonzero(rows).squeeze(-1))
 
 
 class OnlineTrainer:
@@ -273,28 +251,17 @@ class OnlineTrainer:
         # Dynamic sampling keeps the first num_rollouts informative samples, topped up with degenerate groups
         # when the rounds ran out; without it this is every sample.
         pieces = [c for c in chunks + dropped if len(c.batch)]
-        keep = torch.arange(method.num_rollouts)
-        rollout = RolloutBatch.concat([c.batch for c in pieces], self.tokenizer.pad_token_id).select(keep)
-        scores = torch.cat([c.scores for c in pieces])[keep]
+        rollout = RolloutBatch.concat([c.batch for c in pieces], self.tokenizer.pad_token_id)
+        scores = torch.cat([c.scores for c in pieces])
         width = rollout.response_ids.shape[1]
-        dense = None if pieces[0].dense is None else right_pad_cat([c.dense for c in pieces], width)[keep]
+        dense = None if pieces[0].dense is None else right_pad_cat([c.dense for c in pieces], width)
+        sampled_mean = global_mean(self.accelerator, scores)  # every sample drawn, kept or not
+        if len(rollout) > method.num_rollouts:
+            keep = torch.arange(method.num_rollouts)
+            rollout, scores, dense = rollout.select(keep), scores[keep], None if dense is None else dense[keep]
         mask = rollout.response_mask
-        if method.overlong_buffer:
-            scores = scores + overlong_penalty(
-                mask.sum(-1), self.sampling.max_new_tokens, method.overlong_buffer, method.overlong_penalty
-            )
 
-        # Population variance: RunningMoments applies the n-1 correction itself (as trlX does).
-        score_mean, score_var, score_count = global_moments(
-            self.accelerator, scores, torch.ones_like(scores), unbiased=False
-        )
-        self.reward_moments.update(score_mean.item(), score_var.item(), score_count.item())
-        if self.first_rollout_std is None:
-            n = score_count.item()
-            self.first_rollout_std = math.sqrt(score_var.item() * n / max(n - 1, 1))
-        std = self.score_std()
-        token_scores = place_scores(scores, mask) if dense is None else dense
-        token_scores = scale_token_scores(token_scores, mask, method.ref_mean, std, method.cliprange_reward)
+        token_scores, score_metrics = self.scaled_token_scores(scores, dense, mask)
         kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, method.kl_estimator) * mask
         estimate = estimate_advantages(
             method, self.accelerator, token_scores, kl, mask, rollout.values, self.kl_ctl.value
@@ -304,10 +271,8 @@ class OnlineTrainer:
         rollout.scores = scaled
 
         metrics = {
-            "reward/mean": score_mean.item(),
-            "reward/std": score_var.clamp(min=0).sqrt().item(),
+            **score_metrics,
             "reward/scaled_mean": global_mean(self.accelerator, scaled),
-            "reward/running_std": self.reward_moments.std,
             "kl/mean": global_mean(self.accelerator, kl.sum(-1)),
             "kl/per_token": global_moments(self.accelerator, kl, mask)[0].item(),
             "kl/coef": self.kl_ctl.value,
@@ -319,14 +284,41 @@ class OnlineTrainer:
         if method.num_generations > 1:
             metrics.update(group_metrics(self.accelerator, scores, method.num_generations))
         if method.dynamic_sampling:
-            dropped_groups = sum(len(c.batch) for c in dropped) // method.num_generations
+            # Dropped: set aside and not needed to top the rollout up. reward/mean covers the kept samples only.
+            topped_up = max(method.num_rollouts - collected, 0)
+            dropped_groups = (sum(len(c.batch) for c in dropped) - topped_up) // method.num_generations
             metrics["groups/dropped"] = global_mean(self.accelerator, torch.tensor([float(dropped_groups)]))
             metrics["groups/sampling_rounds"] = float(rounds)
-        if std is not None:
-            metrics["reward/scale_std"] = std
+            metrics["reward/sampled_mean"] = sampled_mean
         for key, values in sorted(component_metrics.items()):
             metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
+
+    def scaled_token_scores(
+        self, scores: Tensor, dense: Tensor | None, mask: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
+        """(B, R) per-token scores after `ref_mean`, `scale_reward` and `cliprange_reward` (scalar scores on the last
+        token), with the reward statistics updated by this rollout's (B,) scores, and their metrics."""
+        method = self.config.method
+        # Population variance: RunningMoments applies the n-1 correction itself (as trlX does).
+        score_mean, score_var, score_count = global_moments(
+            self.accelerator, scores, torch.ones_like(scores), unbiased=False
+        )
+        self.reward_moments.update(score_mean.item(), score_var.item(), score_count.item())
+        if self.first_rollout_std is None:
+            n = score_count.item()
+            self.first_rollout_std = math.sqrt(score_var.item() * n / max(n - 1, 1))
+        std = self.score_std()
+        token_scores = place_scores(scores, mask) if dense is None else dense
+        token_scores = scale_token_scores(token_scores, mask, method.ref_mean, std, method.cliprange_reward)
+        metrics = {
+            "reward/mean": score_mean.item(),
+            "reward/std": score_var.clamp(min=0).sqrt().item(),
+            "reward/running_std": self.reward_moments.std,
+        }
+        if std is not None:
+            metrics["reward/scale_std"] = std
+        return token_scores, metrics
 
     def need_more_samples(self, collected: int, rounds: int) -> bool:
         """Whether rollout collection goes on. Under dynamic sampling every process keeps sampling while any one
@@ -359,6 +351,14 @@ class OnlineTrainer:
         # Combined rewards report their components (reward/<name>); average them over the chunks.
         for key, value in getattr(self.reward_fn, "last_metrics", {}).items():
             component_metrics.setdefault(key, []).append(float(value))
+        method = self.config.method
+        if method.overlong_buffer:  # part of the reward from here on (dynamic sampling judges groups with it)
+            mask = generation.response_mask
+            penalty = overlong_penalty(
+                mask.sum(-1), method.gen_kwargs["max_new_tokens"], method.overlong_buffer, method.overlong_penalty
+            )
+            scores = scores + penalty
+            dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
         batch = self.score(generation)
         gap = torch.zeros(())
         if generation.logprobs is not None:  # sampling equals scoring: the gap is ~1e-6 in fp32
@@ -396,7 +396,7 @@ class OnlineTrainer:
         args = (query_ids, query_mask, response_ids, response_mask)
         with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
             logprobs, values, _ = score_response(policy, *args, self.sampling)
-            ref_logprobs = logprobs  # without a reference (no KL anywhere) the KL terms are exactly 0
+            ref_logprobs = logprobs.clone()  # without a reference (no KL anywhere) the KL terms are exactly 0
             if self.reference is not None:
                 with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
                     ref = score_response(self.reference.forward_fn(), *args, self.sampling.for_reference())
@@ -405,7 +405,11 @@ class OnlineTrainer:
         trunk = (
             (None, None) if generation.trunk is None else (generation.trunk[:, :width], generation.trunk[:, width:])
         )
-        empty = torch.zeros_like(logprobs)
+
+        # Separate tensors (not one shared zero tensor): safetensors refuses to save fields that share storage.
+        def empty() -> Tensor:
+            return torch.zeros_like(logprobs).cpu()
+
         return RolloutBatch(
             query_ids=query_ids.cpu(),
             query_mask=query_mask.cpu(),
@@ -413,10 +417,10 @@ class OnlineTrainer:
             response_mask=response_mask.float().cpu(),
             logprobs=logprobs.cpu(),
             ref_logprobs=ref_logprobs.cpu(),
-            values=empty.cpu() if values is None else values.cpu(),  # critic-free methods have no values
-            rewards=empty.cpu(),
-            advantages=empty.cpu(),
-            returns=empty.cpu(),
+            values=empty() if values is None else values.cpu(),  # critic-free methods have no values
+            rewards=empty(),
+            advantages=empty(),
+            returns=empty(),
             scores=torch.zeros(len(query_ids)),
             query_trunk=trunk[0],
             response_trunk=trunk[1],
@@ -539,47 +543,23 @@ class OnlineTrainer:
         """
         assert self.eval_prompts is not None
         devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        scores: list[float] = []
-        rows: list[dict[str, Any]] = []
-        metric_values: list[tuple[str, float]] = []
-        problem = None
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config.train.seed + self.accelerator.process_index)
-            chunk = self.config.method.chunk_size
-            for start in range(0, len(self.eval_prompts), chunk):
-                indices = range(start, min(start + chunk, len(self.eval_prompts)))
-                # Padding prompts (repeats that give every process an equal share) are generated, then dropped.
-                keep = [self.eval_prompts.keep[i] for i in indices]
-                generation = self.generate(self.eval_prompts.batch(list(indices)))
-                try:  # after a fault, keep generating in step with the other processes (see collect_rollout)
-                    timeout = self.config.train.reward_timeout_s
-                    batch_scores, _ = compute_scores(self.reward_fn, generation, self.tokenizer, timeout)
-                except NonFiniteRewardError as e:
-                    problem = problem or str(e)
-                    continue
-                scores += [float(s) for s, k in zip(batch_scores, keep) if k]
-                rows += [
-                    {"prompt": p, "output": o, "reward": float(s)}
-                    for p, o, s, k in zip(generation.prompt.prompts, generation.outputs, batch_scores, keep)
-                    if k
-                ]
-                if self.metric_fn is not None and any(keep):
-                    kwargs = reward_kwargs(generation, self.tokenizer)
-                    for key, value in call_metric_fn(self.metric_fn, kwargs).items():
-                        if isinstance(value, list) and len(value) == len(keep):
-                            value = [v for v, k in zip(value, keep) if k]
-                        metric_values += [(key, float(v)) for v in (value if isinstance(value, list) else [value])]
-        if any_process(self.accelerator, problem is not None):
-            fault = NumericalFault(problem or "another process saw a non-finite reward")
+            samples = sample_eval_prompts(
+                self.eval_prompts,
+                self.config.method.chunk_size,
+                self.generate,
+                self.reward_fn,
+                self.metric_fn,
+                self.tokenizer,
+                self.config.train.reward_timeout_s,
+            )
+        if any_process(self.accelerator, samples.problem is not None):
+            fault = NumericalFault(samples.problem or "another process saw a non-finite reward")
             self.faults.record(fault, "evaluation", self.step)
             return {}
         # Gathered, so every process computes the same numbers (and agrees on saving best_checkpoint).
-        all_scores = torch.tensor(gather_lists(self.accelerator, scores), dtype=torch.float64)
-        metrics = {"eval/reward_mean": all_scores.mean().item(), "eval/reward_std": all_scores.std().item()}
-        for key, value in gather_lists(self.accelerator, metric_values):
-            metrics.setdefault(f"eval/{key}", []).append(value)
-        metrics = {k: v if isinstance(v, float) else sum(v) / len(v) for k, v in metrics.items()}
-        rows = gather_lists(self.accelerator, rows)
+        metrics, rows = gathered_eval_metrics(self.accelerator, samples)
         self.log({"step": self.step, **metrics})
         if self.logger is not None:
             self.logger.log_samples(self.step, rows)
