@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,13 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return text + (" (YAML indents with spaces, not tabs)" if "'\\t'" in text else "")
 
 
+def warn_ignored(name: str, value: Any) -> None:
+    """Warn (once per field and value) about a trlX field that trlx accepts but does not act on."""
+    warnings.warn(
+        f"{name}={value!r} is a trlX setting that trlx does not act on; it is ignored", UserWarning, stacklevel=3
+    )
+
+
 def _require(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{name}: {message}")
@@ -66,7 +74,11 @@ class TrainConfig:
     seq_length: int = doc("Maximum prompt + continuation length in tokens; longer prompts are an error.", 1024)
     epochs: int = doc("Maximum number of rollout/update iterations (each collects `method.num_rollouts`).", 100)
     total_steps: int = doc("Maximum number of optimizer steps; training stops at whichever limit comes first.", 10000)
-    batch_size: int = doc("Minibatch size of each PPO update, per process.", 32)
+    batch_size: int = doc(
+        "Minibatch size of each update, per process; one that does not divide method.num_rollouts leaves a last, "
+        "smaller minibatch per epoch (as trlX).",
+        32,
+    )
     checkpoint_interval: int = doc("Save `checkpoint_NNNNN/` every this many optimizer steps.", 10000)
     eval_interval: int = doc("Evaluate on `eval_prompts` every this many optimizer steps.", 100)
     pipeline: str = doc("Prompt pipeline (trlX name); only `PromptPipeline` exists.", "PromptPipeline")
@@ -106,8 +118,50 @@ class TrainConfig:
         "less activation memory).",
         1,
     )
+    minibatch_size: int | None = doc(
+        "trlX's way to set gradient accumulation: micro-batches of this size (batch_size / minibatch_size steps).",
+        None,
+    )
+    # trlX's run-naming fields: kept for the experiment trackers (W&B/MLflow); TensorBoard and JSONL ignore them.
+    project_name: str = doc("Tracker project name (trlX field).", "trlx")
+    entity_name: str | None = doc("Tracker entity / team (trlX field).", None)
+    group_name: str | None = doc("Tracker run group (trlX field).", None)
+    run_name: str | None = doc("Tracker run name (trlX field).", None)
+    tags: list[str] = doc("Tracker run tags (trlX field).", default_factory=list)
+    # trlX fields trlx accepts but does not act on; setting them warns once.
+    trainer_kwargs: dict[str, Any] = doc(
+        "trlX: extra trainer arguments; not used by trlx (warns).", default_factory=dict
+    )
+    save_optimizer: bool = doc(
+        "trlX: whether checkpoints hold optimizer state; trlx always saves it (exact resume needs it; false warns).",
+        True,
+    )
+    rollout_logging_dir: str | None = doc(
+        "trlX: folder for rollout JSON dumps; not written by trlx (warns): metrics.jsonl and samples.jsonl are.", None
+    )
 
     def __post_init__(self) -> None:
+        if self.minibatch_size is not None:
+            _require(
+                self.minibatch_size >= 1 and self.batch_size % self.minibatch_size == 0,
+                "train.minibatch_size",
+                f"({self.minibatch_size}) must be a positive divisor of train.batch_size ({self.batch_size})",
+            )
+            steps = self.batch_size // self.minibatch_size
+            _require(
+                self.gradient_accumulation_steps in (1, steps),
+                "train.minibatch_size",
+                f"means gradient_accumulation_steps={steps}, but train.gradient_accumulation_steps is "
+                f"{self.gradient_accumulation_steps}; set only one of them",
+            )
+            self.gradient_accumulation_steps = steps
+        ignored = {
+            "trainer_kwargs": bool(self.trainer_kwargs),
+            "save_optimizer": not self.save_optimizer,
+            "rollout_logging_dir": self.rollout_logging_dir is not None,
+        }
+        for name in (n for n, is_set in ignored.items() if is_set):
+            warn_ignored(f"train.{name}", getattr(self, name))
         for name in ("seq_length", "epochs", "total_steps", "batch_size", "checkpoint_interval", "eval_interval"):
             _require(
                 getattr(self, name) > 0, f"train.{name}", f"must be a positive integer, got {getattr(self, name)}"
@@ -177,9 +231,20 @@ class ModelConfig:
         "target_modules, ...); None: no adapters.",
         None,
     )
+    model_arch_type: str = doc("trlX: model architecture kind; only `causal` (decoder-only) is supported.", "causal")
+    model_extra_configs: dict[str, Any] = doc(
+        "trlX: extra model configuration; not used by trlx (warns).", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         _require(bool(self.model_path), "model.model_path", "must name a model folder or Hub id")
+        _require(
+            self.model_arch_type == "causal",
+            "model.model_arch_type",
+            f"allowed: 'causal' (trlx trains decoder-only causal LMs; seq2seq is not supported); got {self.model_arch_type!r}",
+        )
+        if self.model_extra_configs:
+            warn_ignored("model.model_extra_configs", self.model_extra_configs)
         _require(
             self.num_layers_unfrozen == -1 or self.num_layers_unfrozen > 0,
             "model.num_layers_unfrozen",
@@ -360,8 +425,9 @@ class PPOConfig:
     overlong_penalty: float = doc("The penalty at max_new_tokens when overlong_buffer > 0.", 1.0)
     cliprange_value: float = doc("Value clip around the rollout's value estimate.", 0.2)
     vf_coef: float = doc("Weight of the value loss.", 1.0)
-    scale_reward: str | None = doc(
-        "Score scaling: ignored/None; running (divide by the std of all scores seen so far); ref (by ref_std).",
+    scale_reward: str | bool | None = doc(
+        "Score scaling: ignored/None/false (none); running (divide by the std of all scores seen so far); ref (by "
+        "ref_std).",
         "ignored",
     )
     ref_mean: float | None = doc("Subtracted from each sequence's score before scaling (None: nothing).", None)
@@ -388,6 +454,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         self.gen_kwargs = numbers_from_strings(self.gen_kwargs)
         self.name = method_name(self.name)
+        if self.scale_reward is False:  # trlX's YAML spells "no scaling" `scale_reward: False`
+            self.scale_reward = None
         for name in ("num_rollouts", "chunk_size", "num_generations", "ppo_epochs", "horizon"):
             _require(
                 getattr(self, name) > 0, f"method.{name}", f"must be a positive integer, got {getattr(self, name)}"
@@ -538,11 +606,16 @@ class TRLConfig:
     task: TaskConfig = doc("Reward function and prompt sources by name (used by the CLI).", default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
+        # A batch_size that does not divide num_rollouts leaves a last, smaller minibatch in each epoch (as trlX);
+        # it is split into gradient_accumulation_steps micro-batches like the others, so that must divide it.
+        last = self.method.num_rollouts % self.train.batch_size
+        accumulation = self.train.gradient_accumulation_steps
         _require(
-            self.method.num_rollouts % self.train.batch_size == 0,
+            last % accumulation == 0,
             "train.batch_size",
-            f"({self.train.batch_size}) must divide method.num_rollouts ({self.method.num_rollouts}) so every PPO "
-            "minibatch has the same size",
+            f"({self.train.batch_size}) leaves a last minibatch of {last} samples per epoch (method.num_rollouts "
+            f"{self.method.num_rollouts} % train.batch_size), which train.gradient_accumulation_steps ({accumulation}) "
+            "must divide; pick a batch_size that divides num_rollouts, or one that leaves a multiple",
         )
         max_new = self.method.gen_kwargs["max_new_tokens"]
         _require(

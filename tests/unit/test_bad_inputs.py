@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (id, CLI-style overrides, message): what `trlx train CONFIG key=value` (or `config.with_overrides`) reports.
 CONFIG_CASES = [
-    ("batch_size_not_dividing_rollouts", ["train.batch_size=48"], r"train\.batch_size: \(48\) must divide"),
+    (
+        "last_minibatch_not_split_by_accumulation",
+        ["train.batch_size=48", "train.gradient_accumulation_steps=12"],
+        r"train\.batch_size: \(48\) leaves a last minibatch of 32 samples per epoch",
+    ),
     ("max_new_tokens_fill_seq_length", ["train.seq_length=40"], r"max_new_tokens: \(40\) must be smaller than"),
     ("zero_total_steps", ["train.total_steps=0"], r"train\.total_steps: must be a positive integer, got 0"),
     ("unknown_scheduler", ["scheduler.name=step"], r"scheduler\.name: allowed: constant, linear, cosine_annealing"),

@@ -91,7 +91,10 @@ def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
             {"train": {"seq_length": 16}, "method": {"gen_kwargs": {"max_new_tokens": 16}}},
             "smaller than train.seq_length",
         ),
-        ({"train": {"batch_size": 3}, "method": {"num_rollouts": 8}}, "train.batch_size: (3) must divide"),
+        (
+            {"train": {"batch_size": 3, "gradient_accumulation_steps": 3}, "method": {"num_rollouts": 8}},
+            "train.batch_size: (3) leaves a last minibatch of 2 samples per epoch",
+        ),
         ({"task": {"stop_sequences": [""]}}, "task.stop_sequences"),
         ({"method": {"name": "ilqlconfig"}}, "method.name: allowed: ppo, grpo, rloo, reinforce_pp"),
         ({"method": {"name": "grpo"}}, "method.num_generations: grpo needs at least 2 completions per prompt"),

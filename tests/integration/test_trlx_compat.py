@@ -1,0 +1,66 @@
+"""A trlX user's script and YAML vocabulary run unchanged: a dict config through `TRLConfig.update`, trlX's
+method name and field spellings, and a batch_size that does not divide num_rollouts (a last, smaller minibatch)."""
+
+import warnings
+
+import pytest
+from conftest import TINY_PROMPTS, save_tiny_gpt2
+
+import trlx
+from trlx.config import ConfigError, TRLConfig
+from trlx.data.default_configs import default_ppo_config
+from trlx.logging import read_metrics
+
+
+def test_trlx_style_script_with_a_ragged_last_minibatch_trains(tmp_path):
+    model = save_tiny_gpt2(tmp_path / "model")
+    hparams = {  # as a trlX example writes it (randomwalks uses batch_size 100 of num_rollouts 128)
+        "train": {
+            "batch_size": 6,
+            "minibatch_size": 3,
+            "total_steps": 12,
+            "seq_length": 24,
+            "eval_interval": 6,
+            "checkpoint_interval": 1000,
+            "checkpoint_dir": str(tmp_path / "run"),
+            "project_name": "trlx-tiny",
+            "tags": ["compat"],
+            "progress_bar": False,
+        },
+        "model": {"model_path": str(model), "model_arch_type": "causal", "num_layers_unfrozen": -1},
+        "tokenizer": {"tokenizer_path": str(model)},
+        "method": {
+            "name": "ppoconfig",
+            "num_rollouts": 16,
+            "chunk_size": 16,
+            "ppo_epochs": 2,
+            "scale_reward": False,
+            "gen_kwargs": {"max_new_tokens": 6, "top_k": 0, "top_p": 1.0, "do_sample": True},
+        },
+    }
+    config = TRLConfig.update(default_ppo_config().to_dict(), hparams)
+    assert config.method.name == "ppo" and config.method.scale_reward is None
+    assert config.train.gradient_accumulation_steps == 2  # minibatch_size 3 of batch_size 6
+
+    def reward_fn(samples, **kwargs):
+        return [float(s.count("good")) for s in samples]
+
+    trainer = trlx.train(reward_fn=reward_fn, prompts=TINY_PROMPTS, config=config)
+    # 16 samples in minibatches of 6, 6 and 4, twice per rollout: 6 steps per rollout, 2 rollouts.
+    assert [len(mb) for mb in trainer.minibatches(trainer.collect_rollout()[0])] == [6, 6, 4, 6, 6, 4]
+    steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "reward/mean" in r]
+    assert steps == list(range(1, 13)) and trainer.iteration == 2
+
+
+def test_trlx_fields_without_an_effect_here_warn_and_seq2seq_is_refused():
+    with pytest.warns(UserWarning, match=r"train\.rollout_logging_dir='rollouts' is a trlX setting"):
+        TRLConfig.from_dict({"train": {"rollout_logging_dir": "rollouts"}})
+    with pytest.warns(UserWarning, match=r"train\.save_optimizer=False"):
+        TRLConfig.from_dict({"train": {"save_optimizer": False}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the run-naming fields are kept silently (for the trackers)
+        TRLConfig.from_dict({"train": {"project_name": "p", "run_name": "r", "entity_name": "e", "group_name": "g"}})
+    with pytest.raises(ConfigError, match="model.model_arch_type: allowed: 'causal'"):
+        TRLConfig.from_dict({"model": {"model_arch_type": "seq2seq"}})
+    with pytest.raises(ConfigError, match="train.minibatch_size: means gradient_accumulation_steps=2"):
+        TRLConfig.from_dict({"train": {"batch_size": 8, "minibatch_size": 4, "gradient_accumulation_steps": 4}})
