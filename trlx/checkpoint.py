@@ -552,3 +552,17 @@ def truncate_lines(path: Path, rows: int) -> None:
     tmp = path.with_name(f".{path.name}-{os.getpid()}")
     tmp.write_bytes(kept)
     os.replace(tmp, path)
+
+
+def save_pretrained_policy(accelerator: Any, policy: Any, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:
+    """The policy's language model (LoRA merged, adapters in adapter/) and tokenizer in Hugging Face format, for
+    `AutoModelForCausalLM.from_pretrained(dest)` (trlX's `trainer.save_pretrained`). Call on every process."""
+    full = gathered_state_dict(accelerator, policy) or {}  # collective under ZeRO-3/FSDP
+    if accelerator.is_main_process:
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        lm_state = {k[len("lm.") :]: v for k, v in full.items() if k.startswith("lm.")} or None
+        save_lm(accelerator.unwrap_model(policy).lm, dest, lm_state)
+        tokenizer.save_pretrained(dest)
+    accelerator.wait_for_everyone()
+    return Path(dest)

@@ -8,6 +8,7 @@ allowed, so a bad YAML file or CLI override stops the run before any model is lo
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import types
 import typing
@@ -51,6 +52,24 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     """PyYAML's message on one line, with the usual cause of a tab error spelled out."""
     text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return text + (" (YAML indents with spaces, not tabs)" if "'\\t'" in text else "")
+
+
+def plain_config_dict(value: Any) -> Any:
+    """A config object with `to_dict()` (a `peft.LoraConfig`, as trlX accepts for model.peft_config) as a plain,
+    YAML-safe dict: sets become sorted lists and enums their values. Anything else is returned unchanged."""
+    if not hasattr(value, "to_dict") or isinstance(value, dict):
+        return value
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (set, frozenset)):
+            return sorted(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v.value if isinstance(v, enum.Enum) else v
+
+    return {k: plain(v) for k, v in value.to_dict().items()}
 
 
 def warn_ignored(name: str, value: Any) -> None:
@@ -228,7 +247,7 @@ class ModelConfig:
     )
     peft_config: dict[str, Any] | None = doc(
         "Train LoRA adapters instead of the weights: peft.LoraConfig keyword arguments (r, lora_alpha, "
-        "target_modules, ...); None: no adapters.",
+        "target_modules, ...) or a peft.LoraConfig; None: no adapters.",
         None,
     )
     model_arch_type: str = doc("trlX: model architecture kind; only `causal` (decoder-only) is supported.", "causal")
@@ -237,6 +256,7 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
+        self.peft_config = plain_config_dict(self.peft_config)
         _require(bool(self.model_path), "model.model_path", "must name a model folder or Hub id")
         _require(
             self.model_arch_type == "causal",
@@ -769,6 +789,7 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         _require(isinstance(value, list), name, f"must be a list, got {value!r}")
         return list(value)
     if origin is dict or hint is dict:
+        value = plain_config_dict(value)
         _require(isinstance(value, dict), name, f"must be a mapping, got {value!r}")
         return dict(value)
     if hint is bool:

@@ -64,3 +64,38 @@ def test_trlx_fields_without_an_effect_here_warn_and_seq2seq_is_refused():
         TRLConfig.from_dict({"model": {"model_arch_type": "seq2seq"}})
     with pytest.raises(ConfigError, match="train.minibatch_size: means gradient_accumulation_steps=2"):
         TRLConfig.from_dict({"train": {"batch_size": 8, "minibatch_size": 4, "gradient_accumulation_steps": 4}})
+
+
+def test_trainer_surface_modules_and_a_peft_lora_config_object(tmp_path):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from trlx.data.method_configs import PPOConfig
+    from trlx.models.modeling_ppo import AutoModelForCausalLMWithValueHead
+
+    model = save_tiny_gpt2(tmp_path / "model")
+    config = default_ppo_config().evolve(
+        **{
+            "model.model_path": str(model),
+            "model.num_layers_unfrozen": -1,
+            "model.peft_config": LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]),  # an object, as in trlX
+            "tokenizer.tokenizer_path": None,
+            "train.batch_size": 8,
+            "train.total_steps": 2,
+            "train.seq_length": 24,
+            "train.checkpoint_dir": str(tmp_path / "run"),
+            "method.num_rollouts": 8,
+            "method.chunk_size": 8,
+            "method.ppo_epochs": 1,
+            "method.gen_kwargs": {"max_new_tokens": 4},
+        }
+    )
+    assert isinstance(config.method, PPOConfig) and config.model.peft_config["r"] == 4
+    trainer = trlx.train(reward_fn=lambda samples, **kw: [1.0] * len(samples), prompts=TINY_PROMPTS, config=config)
+    assert trainer.model.lm.peft_config["default"].r == 4  # the adapters of the LoraConfig object train
+    generation = trainer.generate_eval(trainer.eval_prompts.batch([0, 1]))
+    assert len(generation.outputs) == 2
+    exported = trainer.save_pretrained(tmp_path / "export")
+    assert AutoModelForCausalLM.from_pretrained(exported).config.n_layer == 2
+    head_model = AutoModelForCausalLMWithValueHead.from_pretrained(str(model))
+    assert head_model.value_head is not None and head_model.lm.config.n_layer == 2

@@ -29,7 +29,15 @@ from trlx.algorithms.kl import kl_penalty, make_kl_controller
 from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value_loss
 from trlx.algorithms.rewards import place_scores, scale_token_scores
 from trlx.algorithms.stats import RunningMoments, masked_mean
-from trlx.checkpoint import BEST_DIR, TENSORBOARD_DIR, checkpoint_name, load_trainer, read_latest, save_trainer
+from trlx.checkpoint import (
+    BEST_DIR,
+    TENSORBOARD_DIR,
+    checkpoint_name,
+    load_trainer,
+    read_latest,
+    save_pretrained_policy,
+    save_trainer,
+)
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
@@ -51,7 +59,7 @@ from trlx.rollout.options import SamplingParams, merge_eos_ids
 from trlx.rollout.scoring import score_response
 from trlx.trainers.advantages import estimate_advantages, group_metrics
 from trlx.trainers.evaluation import gathered_eval_metrics, sample_eval_prompts
-from trlx.types import Generation, RolloutBatch, SampledChunk, right_pad_cat
+from trlx.types import Generation, PromptBatch, RolloutBatch, SampledChunk, right_pad_cat
 
 MetricFn = Callable[..., dict[str, Any]]
 # Dynamic sampling gives up after this many times the generate calls of a plain rollout (then tops the rollout up
@@ -603,6 +611,20 @@ class OnlineTrainer:
         """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, rollout)."""
         load_trainer(self, Path(path))
         self.resumed_from = Path(path)
+
+    @property
+    def model(self) -> PolicyWithValueHead:
+        """The policy (its causal LM is `.lm`), unwrapped from accelerate (trlX's `trainer.model`)."""
+        return self.accelerator.unwrap_model(self.policy)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the policy LM and tokenizer in Hugging Face format to `directory` (trlX's method; all processes
+        call it). Checkpoints for resuming are `save`'s."""
+        return save_pretrained_policy(self.accelerator, self.policy, self.tokenizer, Path(directory))
+
+    def generate_eval(self, prompts: PromptBatch) -> Generation:
+        """Sample continuations of a PromptBatch as evaluation does (trlX's name; `self.eval_prompts.batch(...)`)."""
+        return self.generate(prompts)
 
     def save(self, dest: Path) -> None:
         """Write checkpoint `dest` (all processes call this; see `trlx.checkpoint.save_trainer`)."""
