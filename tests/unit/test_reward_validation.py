@@ -59,3 +59,28 @@ def test_only_accepted_kwargs_are_passed():
 
     assert call_with_accepted_kwargs(narrow, samples=1, prompts=2, outputs=3, tokenizer=4) == (1, 3)
     assert call_with_accepted_kwargs(wide, samples=1, prompts=2, outputs=3) == ["outputs", "prompts"]
+
+
+def test_dense_rewards_sized_without_the_closing_eos_as_trlx_users_size_them(tiny_tokenizer):
+    """A response closed by EOS may get one entry per text token (trlX's `len(tokenizer(output).input_ids)`):
+    entry t still lands on response token t and the EOS token gets 0. Without a closing EOS it must be exact."""
+    from trlx.rewards.scoring import compute_scores
+    from trlx.types import Generation, PromptBatch
+
+    tok = tiny_tokenizer
+    good, movie, eos, pad = (tok.convert_tokens_to_ids(w) for w in ("good", "movie", "[EOS]", "[PAD]"))
+    prompt = PromptBatch(torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), ["a", "b"], [{}, {}])
+    generation = Generation(
+        prompt=prompt,
+        response_ids=torch.tensor([[good, movie, eos], [good, movie, good]]),
+        response_mask=torch.ones(2, 3, dtype=torch.long),
+        outputs=["good movie", "good movie good"],
+    )
+
+    def per_text_token(samples, outputs, tokenizer, **kwargs):
+        return [[1.0 + t for t in range(len(tokenizer(o).input_ids))] for o in outputs]
+
+    scores, dense = compute_scores(per_text_token, generation, tok)
+    assert dense.tolist() == [[1.0, 2.0, 0.0], [1.0, 2.0, 3.0]] and scores.tolist() == [3.0, 6.0]
+    with pytest.raises(RewardError, match=r"sample 1 has 2 entries but the response has 3 tokens$"):
+        compute_scores(lambda samples, **kw: [[1.0, 1.0], [1.0, 1.0]], generation, tok)

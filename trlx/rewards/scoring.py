@@ -112,12 +112,17 @@ def compute_scores(
     """Scores (B,) and, for dense rewards, per-token scores (B, R) aligned with `generation.response_mask`.
 
     A dense reward is one list of floats per sample with one entry per response token; its per-sample
-    score is the sum of those entries.
+    score is the sum of those entries. Entry t lands on response token t. A response that ends with a special
+    token (EOS, end of turn) may also get one entry fewer, sized as trlX users size them
+    (`len(tokenizer(output).input_ids)`: the output text has no EOS): the closing token then gets 0.
     """
     raw = call_reward_fn(reward_fn, reward_kwargs(generation, tokenizer), timeout_s)
     lengths = generation.response_mask.sum(-1).tolist()
+    special = set(tokenizer.all_special_ids)
+    last_ids = [int(ids[n - 1]) if n else -1 for ids, n in zip(generation.response_ids.tolist(), lengths)]
+    closed = [i in special for i in last_ids]
     try:
-        return validate_rewards(raw, lengths, width=generation.response_ids.shape[1])
+        return validate_rewards(raw, lengths, width=generation.response_ids.shape[1], closed=closed)
     except NonFiniteRewardError as e:
         raise NonFiniteRewardError(f"{e}: {generation.samples[e.sample]!r}", e.sample) from None
 
@@ -169,7 +174,11 @@ def _preview(prompts: Sequence[str], limit: int = 8) -> str:
     return f"{shown}{more}"
 
 
-def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tensor, Tensor | None]:
+def validate_rewards(
+    raw: Any, lengths: Sequence[int], width: int, closed: Sequence[bool] | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """(B,) scores and, for dense rewards, (B, width) per-token scores; `closed[i]`: response i ends with a special
+    token, so its dense reward may leave that token out (one entry fewer)."""
     # A (B, 1) tensor or array (a reward model's logits with num_labels=1) is B scores, not B one-token lists.
     if getattr(raw, "ndim", None) == 2 and raw.shape[1] == 1 and raw.shape[0] == len(lengths):
         raw = raw[:, 0]
@@ -189,9 +198,15 @@ def validate_rewards(raw: Any, lengths: Sequence[int], width: int) -> tuple[Tens
         if not hasattr(row, "__len__") or isinstance(row, str):
             raise RewardError(f"reward_fn mixed scalars and per-token lists: sample {i} is {row!r}")
         row = list(row.tolist() if hasattr(row, "tolist") else row)
-        if len(row) != n:
-            raise RewardError(f"dense reward for sample {i} has {len(row)} entries but the response has {n} tokens")
-        per_token[i, :n] = torch.tensor([_number(v, f"sample {i} token {t}", i) for t, v in enumerate(row)])
+        without_closing = closed is not None and closed[i] and len(row) == n - 1
+        if len(row) != n and not without_closing:
+            also = f" (or {n - 1}, without its closing special token)" if closed is not None and closed[i] else ""
+            raise RewardError(
+                f"dense reward for sample {i} has {len(row)} entries but the response has {n} tokens{also}"
+            )
+        values = [_number(v, f"sample {i} token {t}", i) for t, v in enumerate(row)]
+        if values:
+            per_token[i, : len(values)] = torch.tensor(values)
     return per_token.sum(-1), per_token
 
 
