@@ -313,8 +313,13 @@ class TokenizerConfig:
     tokenizer_path: str | None = doc("Tokenizer name or folder; None uses `model.model_path`.", None)
     padding_side: Literal["left"] = doc("Prompts are always left-padded so generation starts together.", "left")
     truncation_side: Literal["left", "right"] = doc("Side cut when a prompt is truncated by the tokenizer.", "right")
+    tokenizer_extra_configs: dict[str, Any] = doc(
+        "trlX: extra tokenizer arguments; not used by trlx (warns).", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
+        if self.tokenizer_extra_configs:
+            warn_ignored("tokenizer.tokenizer_extra_configs", self.tokenizer_extra_configs)
         _require(
             self.padding_side == "left",
             "tokenizer.padding_side",
@@ -465,6 +470,16 @@ class PPOConfig:
     kl_max: float | None = doc(
         "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
     )
+    gen_experience_kwargs: dict[str, Any] | None = doc(
+        "trlX: rollout sampling options different from gen_kwargs; only None (trlx samples rollouts and "
+        "evaluations with gen_kwargs).",
+        None,
+    )
+    num_value_layers_unfrozen: int = doc(
+        "trlX: transformer blocks copied into a separate value branch; only 0 (the value head reads the policy's "
+        "last hidden state).",
+        0,
+    )
     gen_kwargs: dict[str, Any] = doc(
         "Sampling options: max_new_tokens, min_new_tokens, temperature, top_k, top_p, eos_token_id (the README's "
         "sampling table lists what each does and what is refused); nothing comes from generation_config.json.",
@@ -513,6 +528,18 @@ class PPOConfig:
         if problem is not None:
             raise ConfigError(f"method.gen_kwargs.{problem[0]}: {problem[1]}")
         self.check_groups()
+        _require(
+            self.gen_experience_kwargs is None,
+            "method.gen_experience_kwargs",
+            "trlx samples rollouts and evaluations from the same distribution, method.gen_kwargs (what is scored "
+            "must be what was sampled); put the rollout sampling options there and remove gen_experience_kwargs",
+        )
+        _require(
+            self.num_value_layers_unfrozen == 0,
+            "method.num_value_layers_unfrozen",
+            f"only 0 is supported (the value head is linear on the policy's last hidden state); got "
+            f"{self.num_value_layers_unfrozen}",
+        )
 
     def check_groups(self) -> None:
         """The fields of the group-baseline and DAPO-style options."""

@@ -118,7 +118,7 @@ def compute_scores(
     """
     raw = call_reward_fn(reward_fn, reward_kwargs(generation, tokenizer), timeout_s)
     lengths = generation.response_mask.sum(-1).tolist()
-    special = set(tokenizer.all_special_ids)
+    special = set(tokenizer.all_special_ids) if tokenizer is not None else set()
     last_ids = [int(ids[n - 1]) if n else -1 for ids, n in zip(generation.response_ids.tolist(), lengths)]
     closed = [i in special for i in last_ids]
     try:
