@@ -72,6 +72,30 @@ def plain_config_dict(value: Any) -> Any:
     return {k: plain(v) for k, v in value.to_dict().items()}
 
 
+def new_token_lengths(gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """trlX's `max_length`/`min_length` (Hugging Face generate's, which count the prompt too) as trlx's
+    `max_new_tokens`/`min_new_tokens`, with a warning: trlx sets response lengths, so the same number of new
+    tokens is the rule (responses may be longer than under trlX by the prompt's length). As in Hugging Face,
+    `max_new_tokens`/`min_new_tokens`, where also given, win. Whole-number floats (`top_k: 0.0`) become ints."""
+    out = dict(gen_kwargs)
+    for name in ("top_k", "max_length", "min_length", "max_new_tokens", "min_new_tokens"):
+        if isinstance(out.get(name), float) and out[name].is_integer():  # trlX's YAML files write `top_k: 0.0`
+            out[name] = int(out[name])
+    for old, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            note = f"ignored: {new}={out[new]!r} is also set and takes precedence, as in Hugging Face generate"
+        else:
+            out[new] = value
+            note = f"read as {new}={value!r} (trlx counts response tokens only; set {new} to silence this)"
+        warnings.warn(
+            f"method.gen_kwargs.{old}={value!r} counts the prompt too in trlX; {note}", UserWarning, stacklevel=3
+        )
+    return out
+
+
 def warn_ignored(name: str, value: Any) -> None:
     """Warn (once per field and value) about a trlX field that trlx accepts but does not act on."""
     warnings.warn(
@@ -487,7 +511,7 @@ class PPOConfig:
     )
 
     def __post_init__(self) -> None:
-        self.gen_kwargs = numbers_from_strings(self.gen_kwargs)
+        self.gen_kwargs = new_token_lengths(numbers_from_strings(self.gen_kwargs))
         self.name = method_name(self.name)
         if self.scale_reward is False:  # trlX's YAML spells "no scaling" `scale_reward: False`
             self.scale_reward = None

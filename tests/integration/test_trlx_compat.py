@@ -99,3 +99,66 @@ def test_trainer_surface_modules_and_a_peft_lora_config_object(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(exported).config.n_layer == 2
     head_model = AutoModelForCausalLMWithValueHead.from_pretrained(str(model))
     assert head_model.value_head is not None and head_model.lm.config.n_layer == 2
+
+
+TRLX_STYLE_YAML = """
+train:
+  seq_length: 64
+  epochs: 100
+  total_steps: 1000
+  batch_size: 100              # does not divide num_rollouts, as in trlX's randomwalks
+  checkpoint_interval: 10000
+  eval_interval: 128
+  pipeline: "PromptPipeline"
+  trainer: "AcceleratePPOTrainer"
+  project_name: "trlx-style"
+  tags: ["a", "b"]
+model:
+  model_path: "gpt2"
+  model_arch_type: "causal"
+  num_layers_unfrozen: 2
+tokenizer:
+  tokenizer_path: "gpt2"
+  truncation_side: "right"
+optimizer:
+  name: "adamw"
+  kwargs: {lr: 1.412e-4, betas: [0.9, 0.95], eps: 1.0e-8, weight_decay: 1.0e-6}
+scheduler:
+  name: "cosine_annealing"
+  kwargs: {T_max: 10000, eta_min: 1.412e-4}
+method:
+  name: "ppoconfig"
+  num_rollouts: 128
+  chunk_size: 128
+  ppo_epochs: 4
+  init_kl_coef: 0.2
+  target: 6
+  horizon: 10000
+  gamma: 0.99
+  lam: 0.95
+  cliprange: 0.2
+  cliprange_value: 0.2
+  vf_coef: 1.0
+  scale_reward: False
+  cliprange_reward: 10
+  ref_mean: null
+  ref_std: null
+  gen_kwargs: {max_length: 48, min_length: 48, top_k: 0.0, top_p: 1.0, do_sample: True}
+"""
+
+
+def test_trlx_style_yaml_loads_and_round_trips(tmp_path):
+    path = tmp_path / "trlx_style.yml"
+    path.write_text(TRLX_STYLE_YAML)
+    with pytest.warns(UserWarning, match=r"gen_kwargs\.max_length=48 counts the prompt too in trlX; read as max_new"):
+        config = TRLConfig.load_yaml(path)
+    gen = config.method.gen_kwargs
+    assert (gen["max_new_tokens"], gen["min_new_tokens"], gen["top_k"]) == (48, 48, 0) and "max_length" not in gen
+    assert config.method.name == "ppo" and config.method.scale_reward is None and config.train.tags == ["a", "b"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the converted config is plain trlx: it reloads without warnings
+        assert TRLConfig.from_dict(config.to_dict()) == config
+    # With both spellings, max_new_tokens wins (as in Hugging Face generate) and max_length is dropped.
+    with pytest.warns(UserWarning, match="max_new_tokens=40 is also set and takes precedence"):
+        both = TRLConfig.update(default_ppo_config().to_dict(), {"method": {"gen_kwargs": {"max_length": 48}}})
+    assert both.method.gen_kwargs["max_new_tokens"] == 40 and "max_length" not in both.method.gen_kwargs

@@ -88,7 +88,6 @@ def test_sampling_params_from_gen_kwargs():
         ({"max_new_tokens": 8, "no_repeat_ngram_size": 3}, "no_repeat_ngram_size", "does not score"),
         ({"max_new_tokens": 8, "num_beams": 4}, "num_beams", "not sampling"),
         ({"max_new_tokens": 8, "typical_p": 0.9}, "typical_p", "use top_k or top_p"),
-        ({"max_new_tokens": 8, "max_length": 30}, "max_length", "use max_new_tokens"),
         ({"max_new_tokens": 8, "stop_strings": ["\n"]}, "stop_strings", "task.stop_sequences"),
         ({"max_new_tokens": 8, "tempreature": 0.7}, "tempreature", "unknown sampling option"),
         ({"max_new_tokens": 8, "do_sample": False}, "do_sample", "greedy decoding is not a stochastic policy"),

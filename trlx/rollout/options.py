@@ -58,8 +58,6 @@ REFUSED: dict[str, str] = {
     "early_stopping": _NOT_SAMPLING,
     "penalty_alpha": _NOT_SAMPLING,
     "guidance_scale": "mixes in a second distribution that trlx does not score",
-    "max_length": "counts the prompt too; use max_new_tokens",
-    "min_length": "counts the prompt too; use min_new_tokens",
     "stop_strings": "use task.stop_sequences (or trlx.train(stop_sequences=...)), which trlx scores correctly",
 }
 
