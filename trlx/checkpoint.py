@@ -101,9 +101,7 @@ def save_checkpoint(
     try:
         # `full_state_dict`: the policy's weights gathered from ZeRO-3/FSDP shards (keys `lm.*`, `value_head.*`).
         full = full_state_dict or {}
-        lm_state = {k[len("lm.") :]: v for k, v in full.items() if k.startswith("lm.")} or None
-        save_lm(policy.lm, tmp, lm_state)  # a LoRA policy is saved merged, its adapters in adapter/
-        tokenizer.save_pretrained(tmp)
+        write_hf_model(policy, tokenizer, tmp, full)
         if policy.value_head is not None:
             head = {k[len("value_head.") :]: v for k, v in full.items() if k.startswith("value_head.")}
             head = {k: v.detach().cpu().contiguous() for k, v in (head or policy.value_head.state_dict()).items()}
@@ -242,9 +240,8 @@ def resolve_checkpoint(checkpoint_dir: str | Path, value: str) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"train.resume_from_checkpoint: checkpoint folder {str(path)!r} does not exist")
     required = [STATE_FILE, OPTIMIZER_FILE, rng_file(0)]
-    if (path / CONFIG_FILE).is_file():  # PPO's checkpoints hold its critic; the other methods have none
-        saved_method = (yaml.safe_load((path / CONFIG_FILE).read_text()) or {}).get("method", {}).get("name", "ppo")
-        required += [VALUE_HEAD_FILE] if method_name(saved_method) == "ppo" else []
+    if (path / CONFIG_FILE).is_file() and saved_method(load_saved_config(path)) == "ppo":
+        required.append(VALUE_HEAD_FILE)  # PPO's checkpoints hold its critic; the other methods have none
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(
@@ -269,9 +266,9 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
             f"has {num_processes}; exact resume needs each process's RNG state (and in-flight rollout), so launch "
             f"with {saved_processes} process(es)"
         )
-    saved = yaml.safe_load((path / CONFIG_FILE).read_text())
+    saved = load_saved_config(path)
     # A method's checkpoint holds its own trainable parameters (a value head or not) and optimizer state.
-    before = method_name(saved.get("method", {}).get("name", "ppo"))
+    before = saved_method(saved)
     if before != config.method.name:
         raise CheckpointError(
             f"method.name is {config.method.name} but checkpoint {str(path)!r} was written by {before}; resume with "
@@ -305,6 +302,16 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+def load_saved_config(path: str | Path) -> dict[str, Any]:
+    """The run configuration a checkpoint was written with (its trlx_config.yml), as nested dicts."""
+    return yaml.safe_load((Path(path) / CONFIG_FILE).read_text()) or {}
+
+
+def saved_method(saved: dict[str, Any]) -> str:
+    """`method.name` of a saved configuration, in trlx's spelling (checkpoints from before it existed: ppo)."""
+    return method_name((saved.get("method") or {}).get("name", "ppo"))
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / STATE_FILE).read_text())
 
@@ -554,15 +561,22 @@ def truncate_lines(path: Path, rows: int) -> None:
     os.replace(tmp, path)
 
 
+def write_hf_model(
+    policy: PolicyWithValueHead, tokenizer: PreTrainedTokenizerBase, dest: Path, full: dict[str, torch.Tensor]
+) -> None:
+    """The policy's LM (a LoRA policy merged, its adapters in adapter/) and tokenizer into folder `dest`, in
+    Hugging Face format; `full` is the gathered state dict of a sharded policy (keys `lm.*`), else empty."""
+    lm_state = {k[len("lm.") :]: v for k, v in full.items() if k.startswith("lm.")} or None
+    save_lm(policy.lm, dest, lm_state)
+    tokenizer.save_pretrained(dest)
+
+
 def save_pretrained_policy(accelerator: Any, policy: Any, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:
-    """The policy's language model (LoRA merged, adapters in adapter/) and tokenizer in Hugging Face format, for
-    `AutoModelForCausalLM.from_pretrained(dest)` (trlX's `trainer.save_pretrained`). Call on every process."""
+    """The policy's language model and tokenizer in Hugging Face format, for `AutoModelForCausalLM.from_pretrained
+    (dest)` (trlX's `trainer.save_pretrained`). Call on every process."""
     full = gathered_state_dict(accelerator, policy) or {}  # collective under ZeRO-3/FSDP
     if accelerator.is_main_process:
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        lm_state = {k[len("lm.") :]: v for k, v in full.items() if k.startswith("lm.")} or None
-        save_lm(accelerator.unwrap_model(policy).lm, dest, lm_state)
-        tokenizer.save_pretrained(dest)
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        write_hf_model(accelerator.unwrap_model(policy), tokenizer, Path(dest), full)
     accelerator.wait_for_everyone()
     return Path(dest)

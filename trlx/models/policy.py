@@ -47,14 +47,11 @@ class PolicyWithValueHead(nn.Module):
         layer's hidden states (`output_hidden_states`) are materialised.
         """
         keep = {"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}
-        if self.value_head is None:
-            out = self.lm(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **keep
-            )
-            return out.logits, None
         captured: list[Tensor] = []
         head = self.lm.get_output_embeddings()
-        handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        handle = None
+        if self.value_head is not None:
+            handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
             out = self.lm(
                 input_ids=input_ids,
@@ -64,7 +61,10 @@ class PolicyWithValueHead(nn.Module):
                 **keep,
             )
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
+        if self.value_head is None:
+            return out.logits, None
         hidden = captured[-1][:, -out.logits.shape[1] :]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits, values

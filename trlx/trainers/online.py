@@ -345,7 +345,8 @@ class OnlineTrainer:
         After a fault the loop goes on (the rollout is dropped by the caller): every process must make the same
         generate/forward calls, which gather parameters collectively under ZeRO-3 and FSDP.
         """
-        group = self.config.method.num_generations
+        method = self.config.method
+        group = method.num_generations
         indices = [i for i in self.sampler.take(n // group) for _ in range(group)]
         generation = self.generate(self.train_prompts.batch(indices), record_trunk=True)
         problem = None
@@ -359,11 +360,10 @@ class OnlineTrainer:
         # Combined rewards report their components (reward/<name>); average them over the chunks.
         for key, value in getattr(self.reward_fn, "last_metrics", {}).items():
             component_metrics.setdefault(key, []).append(float(value))
-        method = self.config.method
         if method.overlong_buffer:  # part of the reward from here on (dynamic sampling judges groups with it)
             mask = generation.response_mask
             penalty = overlong_penalty(
-                mask.sum(-1), method.gen_kwargs["max_new_tokens"], method.overlong_buffer, method.overlong_penalty
+                mask.sum(-1), self.sampling.max_new_tokens, method.overlong_buffer, method.overlong_penalty
             )
             scores = scores + penalty
             dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
