@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from trlx.config import TRLConfig, method_name
 from trlx.distributed import engine_shards_optimizer, gathered_state_dict
 from trlx.models.lora import ADAPTER_DIR, save_lm
-from trlx.models.policy import PolicyWithValueHead
+from trlx.models.policy import PolicyWithValueHead, model_config
 from trlx.types import RolloutBatch
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -49,6 +49,7 @@ CONFIG_FILE = "trlx_config.yml"
 LATEST_FILE = "latest"
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 BEST_DIR = "best_checkpoint"
+INITIAL_MODEL_DIR = "initial_model"  # a model built from a PretrainedConfig, saved before training
 TENSORBOARD_DIR = "tensorboard"
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
@@ -184,12 +185,12 @@ def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- run folder
 def earlier_run_outputs(checkpoint_dir: str | Path) -> list[Path]:
     """What an earlier run left in `checkpoint_dir` that a new run would append to or overwrite: the logs,
-    `latest`, `checkpoint_NNNNN/`, `best_checkpoint/` and the default TensorBoard folder. Other files are not
-    trlx's and never count (or get deleted)."""
+    `latest`, `checkpoint_NNNNN/`, `best_checkpoint/`, `initial_model/` and the default TensorBoard folder.
+    Other files are not trlx's and never count (or get deleted)."""
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
-    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR}
+    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR, INITIAL_MODEL_DIR}
     return sorted(p for p in root.iterdir() if p.name in names or checkpoint_step(p) is not None)
 
 
@@ -274,6 +275,7 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
             f"method.name is {config.method.name} but checkpoint {str(path)!r} was written by {before}; resume with "
             f"method.name={before}, or start a new run (from its weights: model.model_path={str(path)!r})"
         )
+    check_same_model(path, saved, config.model.model_path)
     if state.get("rollout") is None:
         return
     # Mid-rollout: without a reference the saved rollout's reference log-probs are the policy's own, which a run
@@ -299,6 +301,40 @@ def check_resumable(path: Path, config: Any, num_processes: int) -> None:
                 f"{section}.{name} is {now} but checkpoint {str(path)!r} was saved mid-rollout with {before}; "
                 f"resume with {section}.{name}={before} (it can change once that rollout is finished)"
             )
+
+
+# What has to agree between two models' configs for one's weights to fit the other.
+_SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _shape(config: Any) -> tuple[Any, ...] | None:
+    if config is None:
+        return None
+    text = config.get_text_config()
+    return tuple(getattr(text, name, None) for name in _SHAPE_FIELDS)
+
+
+def check_same_model(path: Path, saved: dict[str, Any], model_path: str) -> None:
+    """Refuse to resume a checkpoint into another model than the one it was trained from.
+
+    The policy resumes from the checkpoint's weights, but the reference (KL) and the tokenizer come from
+    model.model_path, so another model there would silently change the run. A model that only moved
+    (the saved path is gone, the architecture is the same) is accepted.
+    """
+    before = (saved.get("model") or {}).get("model_path")
+    if before is None or before == model_path:
+        return
+    moved = not Path(before).expanduser().exists() and _shape(model_config(str(path))) == _shape(
+        model_config(model_path)
+    )
+    if moved and _shape(model_config(model_path)) is not None:
+        return
+    raise CheckpointError(
+        f"checkpoint {str(path)!r} was written for model {before!r} but model.model_path is {model_path!r}: the "
+        "policy would resume from the other model's weights while the reference and tokenizer come from this "
+        f"one; resume with model.model_path={before!r}, or start a new run from the checkpoint's weights "
+        f"(model.model_path={str(path)!r}, without train.resume_from_checkpoint)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -356,7 +392,13 @@ def load_policy_weights(path: str | Path, policy: PolicyWithValueHead) -> None:
     weights: dict[str, torch.Tensor] = {}
     for file in _model_files(path):
         weights.update(load_file(str(file)))
-    result = lm.load_state_dict(weights, strict=False)
+    try:
+        result = lm.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # size mismatches: a checkpoint of another architecture
+        raise CheckpointError(
+            f"{path}: model weights do not fit the policy {lm.name_or_path!r} "
+            f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})"
+        ) from None
     current = lm.state_dict()
     loaded = {current[k].data_ptr() for k in weights if k in current}
     # Tied weights (e.g. GPT-2's lm_head = wte) are saved once; they count as loaded if they share storage.

@@ -114,7 +114,12 @@ REFERENCES = (None, "copy", "hydra", "lora")
 
 @dataclass
 class TrainConfig:
-    seq_length: int = doc("Maximum prompt + continuation length in tokens; longer prompts are an error.", 1024)
+    seq_length: int = doc(
+        "Maximum prompt + continuation length in tokens; longer prompts are an error. One that leaves no room for "
+        "a prompt (<= max_new_tokens, as some trlX configs have) gives way to the model's position limit, with a "
+        "warning.",
+        1024,
+    )
     epochs: int = doc("Maximum number of rollout/update iterations (each collects `method.num_rollouts`).", 100)
     total_steps: int = doc("Maximum number of optimizer steps; training stops at whichever limit comes first.", 10000)
     batch_size: int = doc(
@@ -688,12 +693,6 @@ class TRLConfig:
             f"{self.method.num_rollouts} % train.batch_size), which train.gradient_accumulation_steps ({accumulation}) "
             "must divide; pick a batch_size that divides num_rollouts, or one that leaves a multiple",
         )
-        max_new = self.method.gen_kwargs["max_new_tokens"]
-        _require(
-            max_new < self.train.seq_length,
-            "method.gen_kwargs.max_new_tokens",
-            f"({max_new}) must be smaller than train.seq_length ({self.train.seq_length}) to leave room for the prompt",
-        )
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TRLConfig:
@@ -873,13 +872,19 @@ def config_reference_markdown() -> str:
 
 README_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:end -->")
 SAMPLING_MARKERS = ("<!-- sampling-options:start -->", "<!-- sampling-options:end -->")
+REWARD_MODEL_MARKERS = ("<!-- reward-model-config:start -->", "<!-- reward-model-config:end -->")
 
 
 def readme_tables() -> dict[tuple[str, str], str]:
     """The README's generated tables by their (start, end) markers."""
+    from trlx.rewards.rm_config import reference_markdown
     from trlx.rollout.options import sampling_options_markdown
 
-    return {README_MARKERS: config_reference_markdown(), SAMPLING_MARKERS: sampling_options_markdown()}
+    return {
+        README_MARKERS: config_reference_markdown(),
+        SAMPLING_MARKERS: sampling_options_markdown(),
+        REWARD_MODEL_MARKERS: reference_markdown(),
+    }
 
 
 def update_readme_reference(readme: str | Path = "README.md") -> bool:

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+# DeepSpeed (imported by transformers when installed) announces at import time that it found no GPU: noise for
+# a CPU run that never asked for DeepSpeed. Its logger keeps filters added before it is configured.
+logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Without transformers' own progress bars ("Loading weights", "Writing model shards"): the run's bar and
+    end-of-run summary say what is going on. The previous setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _jsonable(value: Any) -> Any:
@@ -30,6 +52,7 @@ class MetricsLogger:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self._tb = None
         if tensorboard_dir is not None:
             try:
@@ -67,12 +90,54 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is not a TTY but a progress bar is wanted)."""
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return get_ipython is not None and type(get_ipython()).__name__ == "ZMQInteractiveShell"
+
+
 def progress_enabled(setting: bool | None) -> bool:
-    """Progress bars for people at a terminal; quiet in CI logs and pipes unless asked for."""
+    """Progress bars for people at a terminal or in a notebook; quiet in CI logs and pipes unless asked for."""
     if setting is not None:
         return setting
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    return (sys.stderr.isatty() or in_notebook()) and not os.environ.get("CI")
 
 
-def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, initial=initial, desc="PPO", unit="step", disable=not enabled, dynamic_ncols=True)
+def progress_bar(total: int, initial: int, enabled: bool, desc: str = "PPO") -> tqdm:
+    """A bar over optimizer steps; tqdm.auto draws a widget in notebooks (when ipywidgets is installed)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def run_summary(
+    out_dir: str | Path, seconds: float, method: str, checkpoint: Path | None, tensorboard_dir: Path | None = None
+) -> str:
+    """What a finished run leaves behind and its headline numbers, from metrics.jsonl (the source of truth)."""
+    out_dir = Path(out_dir)
+    rows = read_metrics(out_dir / "metrics.jsonl") if (out_dir / "metrics.jsonl").is_file() else []
+    steps = max((int(r.get("step", 0)) for r in rows), default=0)
+    lines = [f"trlx: {method} finished at step {steps} in {seconds / 60:.1f} min"]
+    trained = [r for r in rows if "reward/mean" in r]
+    if trained:
+        last = trained[-1]
+        kl = f", kl/mean {last['kl/mean']:.4g}" if last.get("kl/mean") is not None else ""
+        lines.append(f"  last rollout     reward/mean {last['reward/mean']:.4g}{kl}")
+    evals = [r for r in rows if r.get("eval/reward_mean") is not None]
+    if evals:
+        first, last = evals[0], evals[-1]
+        best = max(evals, key=lambda r: r["eval/reward_mean"])
+        lines.append(
+            f"  eval/reward_mean {first['eval/reward_mean']:.4g} (step {first['step']}) -> "
+            f"{last['eval/reward_mean']:.4g} (step {last['step']}); best {best['eval/reward_mean']:.4g} "
+            f"(step {best['step']})"
+        )
+    if checkpoint is not None:
+        lines.append(f"  checkpoint       {checkpoint}  (AutoModelForCausalLM.from_pretrained loads it)")
+    if (out_dir / "best_checkpoint").is_dir():
+        lines.append(f"  best checkpoint  {out_dir / 'best_checkpoint'}")
+    files = [name for name in ("metrics.jsonl", "samples.jsonl") if (out_dir / name).is_file()]
+    if files:
+        lines.append(f"  logs             {', '.join(str(out_dir / name) for name in files)}")
+    if tensorboard_dir is not None:
+        lines.append(f"  tensorboard      tensorboard --logdir {tensorboard_dir}")
+    return "\n".join(lines)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from trlx.checkpoint import clear_run_outputs
+import torch
+from transformers import PretrainedConfig
+
+from trlx.checkpoint import INITIAL_MODEL_DIR, clear_run_outputs
 from trlx.config import TRLConfig
 from trlx.data.default_configs import default_ppo_config
 from trlx.data.prompts import PromptPipeline, to_prompts
@@ -17,9 +22,11 @@ from trlx.distributed import (
     shard,
     shard_padded,
 )
+from trlx.logging import quiet_transformers
 from trlx.models.gguf import resolve_model_path
 from trlx.models.policy import (
     PolicyWithValueHead,
+    check_decoder_only,
     check_model_path,
     check_tokenizer_fits,
     load_causal_lm,
@@ -35,7 +42,7 @@ from trlx.trainers.online import OnlineTrainer
 
 
 def train(
-    model_path: str | None = None,
+    model_path: str | PretrainedConfig | None = None,
     reward_fn: Callable[..., Any] | None = None,
     dataset: Any = None,
     samples: Sequence[str] | None = None,
@@ -49,6 +56,9 @@ def train(
     """Fine-tune a causal LM online against `reward_fn` (`config.method.name`: ppo, grpo, rloo, reinforce_pp) and
     return the trainer.
 
+    `model_path` is a folder, a Hub name, `gguf:smollm2-135m`, or (as in trlX) a `transformers.PretrainedConfig`:
+    a model with random weights built from it, saved to `<checkpoint_dir>/initial_model` first (it needs
+    `tokenizer.tokenizer_path`).
     reward_fn(samples, prompts, outputs, tokenizer=..., **metadata) returns one float per sample or one list of
     per-token floats per sample. `prompts` are strings or dicts with a `prompt` key (other keys are passed
     to reward_fn / metric_fn as lists). Checkpoints and metrics.jsonl go to `config.train.checkpoint_dir`.
@@ -72,11 +82,35 @@ def train(
 
 def prompt_budget(config: TRLConfig) -> tuple[int, str]:
     """The most prompt tokens that fit, and where that bound comes from (for the error a longer prompt gets):
-    train.seq_length, or the model's position limit when that is smaller (positions past it would crash)."""
+    train.seq_length, or the model's position limit when that is smaller (positions past it would crash).
+
+    A seq_length that leaves no room for a prompt next to max_new_tokens (trlX configs with the two equal,
+    where trlX cuts every prompt to nothing) gives way to the model's position limit, with a warning.
+    """
     max_new_tokens = config.method.gen_kwargs["max_new_tokens"]
+    seq_length = config.train.seq_length
     limit = position_limit(config.model.model_path)
-    if limit is None or limit >= config.train.seq_length:
-        return config.train.seq_length - max_new_tokens, "train.seq_length minus method.gen_kwargs.max_new_tokens"
+    if max_new_tokens >= seq_length:
+        if limit is None or limit - max_new_tokens < 1:
+            positions = "has no position limit in its config" if limit is None else f"has {limit} positions"
+            raise ValueError(
+                f"method.gen_kwargs.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in "
+                f"train.seq_length ({seq_length}), and model {config.model.model_path!r} {positions}: set "
+                "train.seq_length to the prompt + continuation length you want"
+            )
+        warnings.warn(
+            f"train.seq_length ({seq_length}) leaves no room for a prompt next to method.gen_kwargs.max_new_tokens "
+            f"({max_new_tokens}) (trlX would cut every prompt to nothing); prompts are bounded by the model's "
+            f"{limit} positions instead: up to {limit - max_new_tokens} tokens. Set train.seq_length above "
+            "max_new_tokens to choose the bound yourself",
+            stacklevel=3,
+        )
+        return limit - max_new_tokens, (
+            f"the model's {limit} positions minus method.gen_kwargs.max_new_tokens, since train.seq_length "
+            f"({seq_length}) leaves no room"
+        )
+    if limit is None or limit >= seq_length:
+        return seq_length - max_new_tokens, "train.seq_length minus method.gen_kwargs.max_new_tokens"
     if limit - max_new_tokens < 1:
         raise ValueError(
             f"method.gen_kwargs.max_new_tokens ({max_new_tokens}) leaves no room for a prompt in model "
@@ -84,12 +118,34 @@ def prompt_budget(config: TRLConfig) -> tuple[int, str]:
         )
     return limit - max_new_tokens, (
         f"the model's {limit} positions minus method.gen_kwargs.max_new_tokens; train.seq_length "
-        f"({config.train.seq_length}) is more than the model supports"
+        f"({seq_length}) is more than the model supports"
     )
 
 
+def initial_model_dir(config: TRLConfig, model_config: PretrainedConfig) -> Path:
+    """Where a model built from `model_config` is saved before training: `<checkpoint_dir>/initial_model`, so the
+    reference, the checkpoints' `model.model_path` and a resumed run all name one real folder."""
+    if config.tokenizer.tokenizer_path is None:
+        raise ValueError(
+            f"model_path is a {type(model_config).__name__} (a model built from a config has no tokenizer): set "
+            "tokenizer.tokenizer_path to the tokenizer it should read"
+        )
+    return Path(config.train.checkpoint_dir) / INITIAL_MODEL_DIR
+
+
+def save_initial_model(model_config: PretrainedConfig, folder: str, seed: int) -> None:
+    """Build a randomly initialised causal LM from `model_config` (seeded by train.seed) and save it to `folder`."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):  # the run's own RNG stream stays as it was
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(model_config)
+    with quiet_transformers():
+        lm.save_pretrained(folder, safe_serialization=True)
+
+
 def make_trainer(
-    model_path: str | None = None,
+    model_path: str | PretrainedConfig | None = None,
     reward_fn: Callable[..., Any] | None = None,
     dataset: Any = None,
     samples: Sequence[str] | None = None,
@@ -122,12 +178,18 @@ def make_trainer(
         raise ValueError("reward_fn is required: a callable (samples, prompts, outputs, **kwargs) -> list[float]")
     if not callable(reward_fn):
         raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
+    model_config = model_path if isinstance(model_path, PretrainedConfig) else None
+    if model_config is not None:  # trlX: a model built from a config (random weights), saved as the run's base
+        check_decoder_only(model_config)
+        model_path = initial_model_dir(config, model_config)
     if model_path is not None:
         config = config.evolve(model={"model_path": str(model_path)})
     if stop_sequences is not None and isinstance(stop_sequences, str):
         raise TypeError("stop_sequences must be a list of strings, not a single string")
     config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})  # gguf:... names
-    check_model_path(config.model.model_path)
+    if model_config is None:
+        check_model_path(config.model.model_path)
+        check_decoder_only(config.model.model_path)
 
     accelerator = make_accelerator(config.train)
     seed_everything(config.train.seed + accelerator.process_index)
@@ -136,6 +198,12 @@ def make_trainer(
         if accelerator.is_main_process:
             clear_run_outputs(config.train.checkpoint_dir)
         accelerator.wait_for_everyone()
+    if model_config is not None and resume_path is None:
+        if accelerator.is_main_process:
+            save_initial_model(model_config, config.model.model_path, config.train.seed)
+        accelerator.wait_for_everyone()
+    elif model_config is not None:
+        check_model_path(config.model.model_path)  # resuming: the run's initial model must still be there
 
     # Cheap checks first: tokenizer and prompts fail before the model is loaded.
     tokenizer = load_tokenizer(

@@ -1,6 +1,7 @@
 """End to end: a tiny random GPT-2 learns an easy reward through `trlx.train` and through the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,15 @@ def test_cli_train(tiny_gpt2_path: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert max(r["step"] for r in rows) == 8
+    # The end-of-run summary says where things went and the headline numbers, from metrics.jsonl.
+    evals = [r["eval/reward_mean"] for r in rows if "eval/reward_mean" in r]
+    assert "trlx: ppo finished at step 8 in " in result.stdout
+    assert f"eval/reward_mean {evals[0]:.4g} (step 0) -> {evals[-1]:.4g} (step 8)" in result.stdout
+    assert f"checkpoint       {run_dir / 'checkpoint_00008'}" in result.stdout
+    assert f"logs             {run_dir / 'metrics.jsonl'}, {run_dir / 'samples.jsonl'}" in result.stdout
+    # transformers' loading/saving bars and DeepSpeed's no-GPU notice are not the user's concern.
+    for noise in ("Loading weights", "Writing model shards", "Setting accelerator to CPU"):
+        assert noise not in result.stderr, result.stderr[-2000:]
     assert AutoModelForCausalLM.from_pretrained(run_dir / "checkpoint_00008") is not None
 
 
@@ -188,3 +198,32 @@ def test_help_does_not_import_torch(command):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage" in result.stdout and "HEAVY []" in result.stdout, result.stdout[-500:]
+
+
+def test_readme_python_quick_start_runs_as_written(tiny_gpt2_path: Path, tmp_path: Path, monkeypatch):
+    """Every line of the README's Python quick start runs; only the model (tiny) and the run's size shrink."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Quick start \(Python\)\n\n```python\n(.*?)```", readme, re.S).group(1)
+    real_train, called = trlx.train, {}
+
+    def small_train(model_path, config, **kwargs):
+        called.update(model_path=model_path, config=config)
+        small = {
+            "train.total_steps": 2,
+            "train.batch_size": 8,
+            "train.seq_length": 32,
+            "method.num_rollouts": 16,
+            "method.chunk_size": 16,
+            "method.gen_kwargs.max_new_tokens": 4,
+            "train.progress_bar": False,
+        }
+        return real_train(str(tiny_gpt2_path), config=config.evolve(**small), **kwargs)
+
+    monkeypatch.setattr(trlx, "train", small_train)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md quick start", "exec"), namespace)
+    assert called["model_path"] == "gguf:smollm2-135m" and called["config"].train.checkpoint_dir == "runs/excited"
+    assert namespace["trainer"].step == 2
+    rows = read_metrics(tmp_path / "runs" / "excited" / "metrics.jsonl")
+    assert any("eval/length" in r for r in rows)  # the README's metric_fn reached the log

@@ -162,3 +162,70 @@ def test_trlx_style_yaml_loads_and_round_trips(tmp_path):
     with pytest.warns(UserWarning, match="max_new_tokens=40 is also set and takes precedence"):
         both = TRLConfig.update(default_ppo_config().to_dict(), {"method": {"gen_kwargs": {"max_length": 48}}})
     assert both.method.gen_kwargs["max_new_tokens"] == 40 and "max_length" not in both.method.gen_kwargs
+
+
+def test_max_new_tokens_equal_to_seq_length_runs_with_a_warning(tmp_path):
+    """trlX's grounded_program_synthesis config sets both to 256; trlX then cuts every prompt to nothing. Here
+    the model's position limit bounds prompts instead, with a warning naming it."""
+    model = save_tiny_gpt2(tmp_path / "model")  # 128 positions
+    config = default_ppo_config().evolve(
+        **{
+            "train.seq_length": 6,
+            "train.batch_size": 8,
+            "train.total_steps": 1,
+            "train.checkpoint_dir": str(tmp_path / "run"),
+            "train.progress_bar": False,
+            "method.num_rollouts": 8,
+            "method.chunk_size": 8,
+            "method.gen_kwargs.max_new_tokens": 6,
+        }
+    )
+    long_prompt = " ".join(TINY_PROMPTS[:4])  # more than seq_length tokens, well within 128 - 6
+    with pytest.warns(
+        UserWarning,
+        match=r"train\.seq_length \(6\) leaves no room for a prompt next to .*max_new_tok"
+        r"ens \(6\) \(trlX would cut every prompt to nothing\); prompts are bounded by the model's 128 "
+        r"positions instead: up to 122 tokens",
+    ):
+        trainer = trlx.train(
+            str(model), reward_fn=lambda samples, **kw: [0.0] * len(samples), prompts=[long_prompt], config=config
+        )
+    rollout = trainer.collect_rollout()[0]
+    assert rollout.query_ids.shape[1] > 6  # the whole prompt went in
+
+
+def test_model_path_as_a_pretrained_config_builds_saves_and_resumes(tmp_path):
+    """trlX's randomwalks builds its model from a config: `trlx.train(model_path=GPT2Config(...))`."""
+    from conftest import build_word_tokenizer
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    tokenizer = build_word_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    model_config = GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=64, vocab_size=len(tokenizer))
+    overrides = {
+        "train.batch_size": 8,
+        "train.seq_length": 24,
+        "train.total_steps": 2,
+        "train.checkpoint_interval": 1,
+        "train.checkpoint_dir": str(tmp_path / "run"),
+        "train.progress_bar": False,
+        "tokenizer.tokenizer_path": str(tmp_path / "tokenizer"),
+        "method.num_rollouts": 8,
+        "method.chunk_size": 8,
+        "method.gen_kwargs.max_new_tokens": 4,
+    }
+    config = default_ppo_config().evolve(**overrides)
+    reward = {"reward_fn": lambda samples, **kw: [float(s.count("good")) for s in samples], "prompts": TINY_PROMPTS}
+    trainer = trlx.train(model_config, config=config, **reward)
+    initial = tmp_path / "run" / "initial_model"
+    assert trainer.config.model.model_path == str(initial)
+    assert AutoModelForCausalLM.from_pretrained(initial).config.n_embd == 16  # the run's base, loadable
+
+    # Resuming names the same config; the saved initial model (and so the reference) is reused, not rebuilt.
+    before = (initial / "model.safetensors").read_bytes()
+    longer = config.evolve(**{"train.total_steps": 3, "train.resume_from_checkpoint": "latest"})
+    resumed = trlx.train(model_config, config=longer, **reward)
+    assert resumed.step == 3 and (initial / "model.safetensors").read_bytes() == before
+
+    with pytest.raises(ValueError, match=r"model_path is a GPT2Config .*: set tokenizer\.tokenizer_path"):
+        trlx.make_trainer(model_config, config=default_ppo_config(), **reward)

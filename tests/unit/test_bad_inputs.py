@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TINY_WORDS, build_word_tokenizer
-from transformers import GPT2Config
+from transformers import GPT2Config, T5Config
 
 import trlx
 import trlx.trlx
@@ -28,7 +28,6 @@ CONFIG_CASES = [
         ["train.batch_size=48", "train.gradient_accumulation_steps=12"],
         r"train\.batch_size: \(48\) leaves a last minibatch of 32 samples per epoch",
     ),
-    ("max_new_tokens_fill_seq_length", ["train.seq_length=40"], r"max_new_tokens: \(40\) must be smaller than"),
     ("zero_total_steps", ["train.total_steps=0"], r"train\.total_steps: must be a positive integer, got 0"),
     ("unknown_scheduler", ["scheduler.name=step"], r"scheduler\.name: allowed: constant, linear, cosine_annealing"),
     ("unknown_optimizer", ["optimizer.name=lion"], r"optimizer\.name: allowed: adamw, adam, sgd; got 'lion'"),
@@ -107,13 +106,14 @@ def forbid_model_loading(monkeypatch):
     monkeypatch.setattr(trlx.trlx, "load_causal_lm", load_causal_lm)
 
 
-def fake_checkpoint(path, state, batch_size=8):
-    """The files `train.resume_from_checkpoint` checks first (contents only matter for state and config)."""
+def fake_checkpoint(path, state, model, batch_size=8):
+    """The files `train.resume_from_checkpoint` checks first (contents only matter for state and config), as
+    written by a run of `model`."""
     path.mkdir(parents=True)
     for name in ("value_head.safetensors", "optimizer.safetensors", "rng_state_0.safetensors"):
         (path / name).write_bytes(b"")
     (path / "trainer_state.json").write_text(json.dumps({"num_processes": 1, "rollout": None, **state}))
-    config = small_config(path.parent).with_overrides([f"train.batch_size={batch_size}"])
+    config = small_config(path.parent).with_overrides([f"train.batch_size={batch_size}", f"model.model_path={model}"])
     (path / "trlx_config.yml").write_text(yaml.safe_dump(config.to_dict()))
     return path
 
@@ -161,6 +161,19 @@ def model_without_tokenizer(tmp_path, model):
     return {"model_path": str(folder)}
 
 
+def checkpoint_of_another_model(tmp_path, model):
+    other = tmp_path / "other-model"
+    GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=78).save_pretrained(other)
+    checkpoint = fake_checkpoint(tmp_path / "c", {}, other)
+    return {"config": small_config(tmp_path, f"train.resume_from_checkpoint={checkpoint}")}
+
+
+def encoder_decoder_model(tmp_path, model):
+    folder = tmp_path / "t5"
+    T5Config(d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=16, vocab_size=78).save_pretrained(folder)
+    return {"model_path": str(folder)}
+
+
 def reward_needing_label(samples, label, **kwargs):
     return [float(x) for x in label]
 
@@ -202,6 +215,15 @@ PREFLIGHT_CASES = [
         ValueError,
         r"prompt 0 has 1030 tokens but only 1018 fit \(the model's 1024 positions minus method\.gen_kwargs\."
         r"max_new_tokens; train\.seq_length \(1100\) is more than the model supports\)",
+    ),
+    (
+        "max_new_tokens_fill_seq_length_and_the_model",
+        lambda tmp, model: {
+            "config": small_config(tmp, "train.seq_length=1024", "method.gen_kwargs.max_new_tokens=1024")
+        },
+        ValueError,
+        r"method\.gen_kwargs\.max_new_tokens \(1024\) leaves no room for a prompt in train\.seq_length \(1024\), and "
+        r"model '.*' has 1024 positions: set train\.seq_length to the prompt \+ continuation length you want",
     ),
     (
         "model_folder_without_tokenizer",
@@ -321,7 +343,9 @@ PREFLIGHT_CASES = [
             "config": small_config(
                 tmp,
                 "train.resume_from_checkpoint="
-                + str(fake_checkpoint(tmp / "c", {"rollout": {"metrics": {}, "minibatch_index": 1}}, batch_size=8)),
+                + str(
+                    fake_checkpoint(tmp / "c", {"rollout": {"metrics": {}, "minibatch_index": 1}}, model, batch_size=8)
+                ),
             )
         },
         CheckpointError,
@@ -331,17 +355,32 @@ PREFLIGHT_CASES = [
         "resume_with_other_process_count",
         lambda tmp, model: {
             "config": small_config(
-                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"num_processes": 2}))
+                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"num_processes": 2}, model))
             )
         },
         CheckpointError,
         r"was written by 2 process\(es\) but this run has 1; .* launch with 2 process\(es\)",
     ),
     (
+        "resume_into_another_model",
+        checkpoint_of_another_model,
+        CheckpointError,
+        r"checkpoint '.*c' was written for model '.*other-model' but model\.model_path is '.*no-weights.*': the policy "
+        r"would resume from the other model's weights while the reference and tokenizer come from this one; resume "
+        r"with model\.model_path='.*other-model', or start a new run",
+    ),
+    (
+        "encoder_decoder_model",
+        encoder_decoder_model,
+        ValueError,
+        r"model\.model_path '.*t5' is an encoder-decoder \(t5\) model; encoder-decoder policies are not supported "
+        r"yet: trlx trains decoder-only causal LMs",
+    ),
+    (
         "resume_from_sharded_optimizer_checkpoint",
         lambda tmp, model: {
             "config": small_config(
-                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"optimizer": None}))
+                tmp, "train.resume_from_checkpoint=" + str(fake_checkpoint(tmp / "c", {"optimizer": None}, model))
             )
         },
         CheckpointError,

@@ -6,10 +6,12 @@ import random
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import trlx.checkpoint
 from trlx.checkpoint import (
     CheckpointError,
+    check_same_model,
     checkpoint_step,
     join_tensors,
     load_policy_weights,
@@ -142,3 +144,29 @@ def test_truncate_lines_keeps_the_first_rows(tmp_path):
     assert path.read_text() == '{"step": 0}\n{"step": 1}\n{"step": 2}\n'
     truncate_lines(path, 10)  # never grows or rewrites a shorter file
     assert path.read_text().count("\n") == 3
+
+
+def test_resume_accepts_a_model_that_moved_and_refuses_another_one(policy, tiny_tokenizer, tiny_gpt2_path, tmp_path):
+    save_checkpoint(tmp_path / "ckpt", policy, tiny_tokenizer, {}, {})
+    saved = {"model": {"model_path": str(tmp_path / "gone" / "gpt2")}}  # the base model has moved since
+    check_same_model(tmp_path / "ckpt", saved, str(tiny_gpt2_path))  # same architecture: accepted
+
+    other = tmp_path / "other"
+    GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=policy.lm.config.vocab_size).save_pretrained(other)
+    with pytest.raises(CheckpointError, match=r"was written for model '.*gone/gpt2' but model\.model_path is"):
+        check_same_model(tmp_path / "ckpt", saved, str(other))
+    # The saved model still exists: another path is another model, even with the same architecture.
+    with pytest.raises(CheckpointError, match=r"resume with model\.model_path='.*tiny"):
+        check_same_model(tmp_path / "ckpt", {"model": {"model_path": str(tiny_gpt2_path)}}, str(tmp_path / "ckpt"))
+
+
+def test_weights_of_another_shape_are_a_checkpoint_error(policy, tiny_tokenizer, tmp_path):
+    save_checkpoint(tmp_path / "ckpt", policy, tiny_tokenizer, {}, {})
+    config = policy.lm.config
+    wider = PolicyWithValueHead(
+        GPT2LMHeadModel(
+            GPT2Config(n_layer=config.n_layer, n_head=2, n_embd=2 * config.n_embd, vocab_size=config.vocab_size)
+        )
+    )
+    with pytest.raises(CheckpointError, match=r"model weights do not fit the policy .*size mismatch"):
+        load_policy_weights(tmp_path / "ckpt", wider)

@@ -88,10 +88,6 @@ def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
         ({"method": {"gen_kwargs": {"max_new_tokens": 0}}}, "method.gen_kwargs.max_new_tokens"),
         ({"method": {"gen_kwargs": {"max_new_tokens": 8, "temperature": 0}}}, "method.gen_kwargs.temperature"),
         (
-            {"train": {"seq_length": 16}, "method": {"gen_kwargs": {"max_new_tokens": 16}}},
-            "smaller than train.seq_length",
-        ),
-        (
             {"train": {"batch_size": 3, "gradient_accumulation_steps": 3}, "method": {"num_rollouts": 8}},
             "train.batch_size: (3) leaves a last minibatch of 2 samples per epoch",
         ),

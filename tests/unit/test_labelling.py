@@ -158,13 +158,52 @@ def test_label_cli_resumes_with_the_same_candidates(tmp_path, tiny_gpt2_path):
     assert label_main(argv, console=quiet_console(), input_fn=scripted(["2", "q"])) == 0
     first = read_comparisons(out)
     assert len(first) == 1 and first[0].choice == 1
-    # A different seed would sample different candidates; the cache keeps the ones already shown.
-    assert label_main([*argv, "--seed", "7"], console=quiet_console(), input_fn=scripted(["1"])) == 0
+    # The same options: the cached candidates come back, however sampling would turn out now.
+    assert label_main(argv, console=quiet_console(), input_fn=scripted(["1"])) == 0
     recorded = read_comparisons(out)
     assert [c.prompt for c in recorded] == ["the movie was", "the acting"]
     assert recorded[0] == first[0]
     cached = [json.loads(line) for line in (tmp_path / "prefs.candidates.jsonl").read_text().splitlines()]
     assert [c["candidates"] for c in cached] == [c.candidates for c in recorded]
+    assert cached[0]["sampling"]["seed"] == 0 and cached[0]["sampling"]["model"] == str(tiny_gpt2_path)
+
+
+@pytest.mark.parametrize("change", [["--seed", "7"], ["--num-candidates", "3"], ["--model", "other"]])
+def test_label_cli_refuses_cached_candidates_sampled_otherwise(tmp_path, tiny_gpt2_path, change):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the movie was\n", encoding="utf-8")
+    out = tmp_path / "prefs.jsonl"
+    argv = ["--model", str(tiny_gpt2_path), "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "4"]
+    assert label_main(argv, console=quiet_console(), input_fn=scripted(["q"])) == 0
+    before = (tmp_path / "prefs.candidates.jsonl").read_text()
+    console = quiet_console()
+    changed = [*argv, *change] if change[0] != "--model" else ["--model", "other", *argv[2:]]
+    assert label_main(changed, console=console, input_fn=scripted(["1"])) == 2
+    message = " ".join(console.file.getvalue().split())
+    assert f"holds candidates for 1 of these prompts sampled with other options ({change[0]} " in message
+    assert "add --resample" in message
+    assert (tmp_path / "prefs.candidates.jsonl").read_text() == before and not out.exists()
+
+
+def test_label_cli_resample_draws_new_candidates_and_keeps_judgements(tmp_path, tiny_gpt2_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the movie was\n", encoding="utf-8")
+    out = tmp_path / "prefs.jsonl"
+    argv = ["--model", str(tiny_gpt2_path), "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "4"]
+    assert label_main(argv, console=quiet_console(), input_fn=scripted(["1"])) == 0
+    again = [*argv, "--num-candidates", "3", "--resample"]
+    assert label_main(again, console=quiet_console(), input_fn=scripted(["3"])) == 0
+    first, second = read_comparisons(out)
+    assert (len(first.candidates), first.choice) == (2, 0) and (len(second.candidates), second.choice) == (3, 2)
+
+
+def test_ctrl_c_ends_labelling_with_status_130_and_keeps_answers(tmp_path, tiny_gpt2_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the movie was\nthe acting\n", encoding="utf-8")
+    out = tmp_path / "prefs.jsonl"
+    argv = ["--model", str(tiny_gpt2_path), "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "4"]
+    assert label_main(argv, console=quiet_console(), input_fn=scripted(["2", KeyboardInterrupt()])) == 130
+    assert [c.choice for c in read_comparisons(out)] == [1]
 
 
 def test_label_cli_rejects_bad_arguments(tmp_path, capsys):

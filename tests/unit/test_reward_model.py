@@ -182,8 +182,21 @@ def test_train_rm_cli(tmp_path, tiny_bert_path):
     config = tmp_path / "rm.yml"
     config.write_text(f"backbone: {tiny_bert_path}\ncomparisons: {comparisons}\nlr: 0.001\n", encoding="utf-8")
     console = Console(file=io.StringIO(), width=120)
-    assert train_rm_main([str(config), f"output_dir={tmp_path / 'rm'}", "eval_fraction=0.25"], console=console) == 0
+    # 16 comparisons, a quarter held out: 4 held-out pairs, too few for an accuracy to mean much.
+    with pytest.warns(UserWarning, match=r"only 4 held-out pair\(s\): eval_accuracy is a coarse estimate"):
+        assert (
+            train_rm_main([str(config), f"output_dir={tmp_path / 'rm'}", "eval_fraction=0.25"], console=console) == 0
+        )
     assert "eval_accuracy" in console.file.getvalue()
     assert (tmp_path / "rm" / "reward_model.json").exists()
     assert train_rm_main([str(config), "epochs=0"], console=console) == 2
     assert "epochs must be >= 1" in console.file.getvalue()
+
+
+def test_train_rm_cli_missing_comparisons_is_one_line(tmp_path):
+    config = tmp_path / "rm.yml"
+    config.write_text(f"backbone: unused\ncomparisons: {tmp_path / 'prefs.jsonl'}\n", encoding="utf-8")
+    console = Console(file=io.StringIO(), width=400)
+    assert train_rm_main([str(config)], console=console) == 2
+    (line,) = console.file.getvalue().splitlines()
+    assert "prefs.jsonl' does not exist: write one with `trlx label --out" in line

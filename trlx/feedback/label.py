@@ -180,6 +180,7 @@ class LabellingSummary:
     skipped: int
     quit: bool
     remaining: int
+    interrupted: bool = False  # ended by Ctrl-C (quit is then True too)
 
 
 def render_task(console: Console, number: int, total: int, prompt: str, candidates: Sequence[str]) -> None:
@@ -190,14 +191,18 @@ def render_task(console: Console, number: int, total: int, prompt: str, candidat
         console.print(Panel(Text(candidate), title=f"[{i}]", title_align="left"))
 
 
-def _ask(console: Console, input_fn: Callable[[str], str], num_candidates: int) -> Judgement | Literal["quit"]:
+def _ask(
+    console: Console, input_fn: Callable[[str], str], num_candidates: int
+) -> Judgement | Literal["quit", "interrupt"]:
     question = f"Best candidate 1-{num_candidates}, t = tie, s = skip, q = quit: "
     while True:
+        # Ctrl-D / Ctrl-C / the end of scripted input: everything judged so far is already on disk.
         try:
             answer = parse_answer(input_fn(question), num_candidates)
-        except (EOFError, KeyboardInterrupt):
-            # Ctrl-D / Ctrl-C / the end of scripted input: everything judged so far is already on disk.
+        except EOFError:
             return "quit"
+        except KeyboardInterrupt:
+            return "interrupt"
         if answer is not None:
             return answer
         console.print(f"[red]Please answer 1-{num_candidates}, t, s or q.[/red]")
@@ -216,13 +221,13 @@ def run_labelling_session(
     if queue.already_done:
         console.print(f"Resuming: {queue.already_done} of {queue.total} already labelled in {queue.out_path}.")
     labelled = ties = skipped = 0
-    quit_early = False
+    quit_early = interrupted = False
     while (task := queue.current) is not None:
         prompt, candidates = task
         render_task(console, queue.already_done + labelled + 1, queue.total, prompt, candidates)
         answer = _ask(console, input_fn, len(candidates))
-        if answer == "quit":
-            quit_early = True
+        if answer in ("quit", "interrupt"):
+            quit_early, interrupted = True, answer == "interrupt"
             break
         queue.record(answer)
         labelled += 1
@@ -237,4 +242,5 @@ def run_labelling_session(
         skipped=skipped,
         quit=quit_early,
         remaining=queue.remaining,
+        interrupted=interrupted,
     )

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from trlx.config import ConfigError
+from trlx.logging import quiet_transformers
 
 ADAPTER_DIR = "adapter"
 
@@ -73,9 +74,10 @@ def save_merged(peft_lm: nn.Module, folder: str | Path) -> None:
 def save_lm(lm: nn.Module, folder: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
     """Save a policy LM in Hugging Face format: merged when it carries LoRA adapters; `state_dict` when the
     parameters are sharded (ZeRO-3/FSDP gather them first, see `trlx.distributed.gathered_state_dict`)."""
-    if is_peft_model(lm):
-        if state_dict is not None:
-            raise NotImplementedError("saving a LoRA policy whose parameters are sharded (ZeRO-3/FSDP)")
-        save_merged(lm, folder)
-    else:
-        lm.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    with quiet_transformers():
+        if is_peft_model(lm):
+            if state_dict is not None:
+                raise NotImplementedError("saving a LoRA policy whose parameters are sharded (ZeRO-3/FSDP)")
+            save_merged(lm, folder)
+        else:
+            lm.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)

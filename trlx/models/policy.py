@@ -13,7 +13,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from trlx.logging import quiet_transformers
 
 
 class PolicyWithValueHead(nn.Module):
@@ -257,16 +266,33 @@ def load_tokenizer(path: str, truncation_side: str = "right") -> PreTrainedToken
     return tokenizer
 
 
-def position_limit(model_path: str) -> int | None:
-    """How many positions the model's config allows (GPT-2's n_positions, Llama's max_position_embeddings)."""
+def model_config(model_path: str) -> PretrainedConfig | None:
+    """The model's config.json, or None when it cannot be read without the weights'
+    loader reporting it (`load_causal_lm` then fails with its own message)."""
     try:
-        config = AutoConfig.from_pretrained(model_path)
+        return AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError):
         return None
+
+
+def position_limit(model_path: str) -> int | None:
+    """How many positions the model's config allows (GPT-2's n_positions, Llama's max_position_embeddings)."""
+    config = model_config(model_path)
     for name in ("n_positions", "max_position_embeddings"):
         if isinstance(getattr(config, name, None), int):
             return getattr(config, name)
     return None
+
+
+def check_decoder_only(model: str | PretrainedConfig) -> None:
+    """Refuse an encoder-decoder model (T5, BART) in one line, before its weights load."""
+    config = model if isinstance(model, PretrainedConfig) else model_config(model)
+    if config is not None and getattr(config, "is_encoder_decoder", False):
+        name = repr(model) if isinstance(model, str) else f"({type(model).__name__})"
+        raise ValueError(
+            f"model.model_path {name} is an encoder-decoder ({config.model_type}) model; encoder-decoder "
+            "policies are not supported yet: trlx trains decoder-only causal LMs (GPT-2, Llama, SmolLM2, ...)"
+        )
 
 
 def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_path: str, tokenizer_path: str | None) -> None:
@@ -276,9 +302,8 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_path: str, to
     another model (`tokenizer.tokenizer_path` set to a different vocabulary) would train on garbage ids. Models
     often pad their embedding beyond the vocabulary (e.g. to a multiple of 64), so fewer tokens alone is fine.
     """
-    try:
-        config = AutoConfig.from_pretrained(model_path)
-    except (OSError, ValueError):
+    config = model_config(model_path)
+    if config is None:
         return  # load_causal_lm reports an unloadable model with its own message
     rows = int(config.get_text_config().vocab_size)
     if len(tokenizer) > rows:
@@ -289,6 +314,9 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, model_path: str, to
         )
     if tokenizer_path is None or Path(tokenizer_path).expanduser() == Path(model_path).expanduser():
         return
+    folder = Path(model_path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return  # the model folder ships no tokenizer of its own (e.g. one built from a config): nothing to compare
     try:
         own = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError, TypeError):
@@ -315,7 +343,8 @@ def load_causal_lm(model_path: str, dtype: torch.dtype = torch.float32) -> PreTr
         for name, value in vars(cfg).items():
             if "dropout" in name and isinstance(value, float):
                 setattr(cfg, name, 0.0)
-    lm = AutoModelForCausalLM.from_pretrained(model_path, config=config, dtype=dtype)
+    with quiet_transformers():
+        lm = AutoModelForCausalLM.from_pretrained(model_path, config=config, dtype=dtype)
     disable_dropout(lm)
     contiguous_head_input(lm)
     return lm

@@ -49,7 +49,7 @@ from trlx.distributed import (
     mean_over_processes,
 )
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
-from trlx.logging import MetricsLogger, progress_bar, progress_enabled
+from trlx.logging import MetricsLogger, progress_bar, progress_enabled, run_summary
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
@@ -136,7 +136,13 @@ class OnlineTrainer:
     # ------------------------------------------------------------------ the loop
     def learn(self) -> None:
         train = self.config.train
-        bar = progress_bar(train.total_steps, self.step, progress_enabled(train.progress_bar) and self.is_main)
+        started = time.perf_counter()
+        bar = progress_bar(
+            train.total_steps,
+            self.step,
+            progress_enabled(train.progress_bar) and self.is_main,
+            self.config.method.name,
+        )
         with StopOnSignal() as stop:
             if self.eval_prompts is not None and self.step == 0 and self.resumed_from is None:
                 self.evaluate()
@@ -157,6 +163,11 @@ class OnlineTrainer:
                 self.evaluate()
         if self.logger is not None:
             self.logger.close()
+            latest = read_latest(self.checkpoint_dir)
+            seconds = time.perf_counter() - started
+            print(
+                run_summary(self.checkpoint_dir, seconds, self.config.method.name, latest, self.logger.tensorboard_dir)
+            )
 
     def start_rollout(self) -> None:
         """Collect the next rollout, or skip and count it when a non-finite reward or log-prob spoils it."""
