@@ -11,7 +11,8 @@ from trlx.config import ConfigError, TRLConfig
 def train_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="trlx train",
-        description="Fine-tune a causal LM with PPO. The YAML's `task` section names the reward function and prompts.",
+        description="Fine-tune a causal LM: online (PPO, GRPO, RLOO, REINFORCE++; the YAML's `task` section names "
+        "the reward function and prompts) or offline (method.name=sft or dpo on task.samples).",
         epilog="example: trlx train configs/ppo_smollm2.yml train.seed=3 train.checkpoint_dir=runs/seed3",
     )
     parser.add_argument(
@@ -24,8 +25,15 @@ def train_main(argv: list[str]) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"trlx train: {e}", file=sys.stderr)
         return 2
-    if not config.task.reward_fn:
+    if config.method.is_online and not config.task.reward_fn:
         print("trlx train: the config needs task.reward_fn (e.g. task.reward_fn=my_module:reward)", file=sys.stderr)
+        return 2
+    if not config.method.is_online and not config.task.samples:
+        print(
+            f"trlx train: method.name {config.method.name} trains on a dataset: set task.samples "
+            "(e.g. task.samples=data/train.jsonl)",
+            file=sys.stderr,
+        )
         return 2
     import trlx
 
@@ -45,7 +53,7 @@ def train_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "train": "fine-tune a causal LM online (PPO, GRPO, RLOO, REINFORCE++) from a YAML config",
+        "train": "fine-tune a causal LM from a YAML config: PPO, GRPO, RLOO, REINFORCE++, SFT or DPO",
         "label": "compare sampled continuations in the terminal and record preferences",
         "train-rm": "train a reward model from recorded comparisons",
     }

@@ -130,7 +130,11 @@ class TrainConfig:
     checkpoint_interval: int = doc("Save `checkpoint_NNNNN/` every this many optimizer steps.", 10000)
     eval_interval: int = doc("Evaluate on `eval_prompts` every this many optimizer steps.", 100)
     pipeline: str = doc("Prompt pipeline (trlX name); only `PromptPipeline` exists.", "PromptPipeline")
-    trainer: str = doc("Trainer (trlX name); only `AcceleratePPOTrainer` exists.", "AcceleratePPOTrainer")
+    trainer: str = doc(
+        "Trainer (trlX name); set from method.name: AcceleratePPOTrainer (online methods), AccelerateSFTTrainer, "
+        "AccelerateDPOTrainer.",
+        "AcceleratePPOTrainer",
+    )
     checkpoint_dir: str = doc("Folder for checkpoints, `metrics.jsonl` and the best checkpoint.", "ckpts")
     seed: int = doc("Seed for python, numpy and torch (each process adds its rank).", 1000)
     tracker: str | None = doc("`tensorboard` to also write TensorBoard events, or None for JSONL only.", None)
@@ -218,9 +222,14 @@ class TrainConfig:
             self.pipeline == "PromptPipeline", "train.pipeline", f"allowed: 'PromptPipeline', got {self.pipeline!r}"
         )
         _require(
-            self.trainer == "AcceleratePPOTrainer",
+            self.trainer not in NOT_YET,
             "train.trainer",
-            f"allowed: 'AcceleratePPOTrainer' (ILQL/SFT trainers do not exist yet), got {self.trainer!r}",
+            f"{self.trainer} ({NOT_YET.get(self.trainer)}) is not implemented yet; trlx trains {', '.join(METHODS)}",
+        )
+        _require(
+            self.trainer in TRAINERS,
+            "train.trainer",
+            f"allowed: {', '.join(map(repr, TRAINERS))}; got {self.trainer!r}",
         )
         _require(
             self.tracker in (None, "tensorboard"),
@@ -400,12 +409,18 @@ class SchedulerConfig:
 
 SCALE_REWARD = (None, "ignored", "running", "ref")
 KL_ESTIMATORS = ("k1", "k2", "k3")  # trlx.algorithms.kl (not imported: this module loads without torch)
-METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")
+ONLINE_METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")  # trlx.trainers.online: one rollout loop
+OFFLINE_METHODS = ("sft", "dpo")  # trlx.trainers.offline: one loop over a static dataset
+METHODS = ONLINE_METHODS + OFFLINE_METHODS
 GROUP_METHODS = ("grpo", "rloo")  # a baseline from the other samples of the prompt's group
 GROUP_SCALES = ("group", "batch", "none")  # trlx.algorithms.advantages
 LOSS_TYPES = ("token_mean", "sequence_mean", "constant")  # trlx.algorithms.ppo.aggregate_loss
+PREFERENCE_LOSSES = ("dpo", "ipo")  # trlx.algorithms.preference.dpo_loss
 # trlX's method names for what trlx calls `ppo` (trlX's `name` is its config class, matched case-insensitively).
-TRLX_METHOD_NAMES = {"ppoconfig": "ppo"}
+TRLX_METHOD_NAMES = {"ppoconfig": "ppo", "sftconfig": "sft"}
+# train.trainer in trlX's names; the trainer follows from method.name, so these only have to agree with it.
+TRAINERS = {"AcceleratePPOTrainer": ONLINE_METHODS, "AccelerateSFTTrainer": ("sft",), "AccelerateDPOTrainer": ("dpo",)}
+NOT_YET = {"AccelerateILQLTrainer": "ilql", "AccelerateRFTTrainer": "rft"}
 
 
 def method_name(name: Any) -> str:
@@ -414,7 +429,9 @@ def method_name(name: Any) -> str:
         raise ConfigError(f"method.name: allowed: {', '.join(METHODS)}; got {name!r}")
     key = name.strip().lower().replace("-", "_").replace("++", "_pp")
     key = TRLX_METHOD_NAMES.get(key, key)
-    _require(key in METHODS, "method.name", f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig); got {name!r}")
+    _require(
+        key in METHODS, "method.name", f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig, SFTConfig); got {name!r}"
+    )
     return key
 
 
@@ -423,8 +440,9 @@ class PPOConfig:
     """The online methods, which share one loop and differ only in how advantages and the loss are computed."""
 
     name: str = doc(
-        "ppo (value head + GAE), grpo (group mean/std baseline), rloo (leave-one-out baseline), reinforce_pp "
-        "(REINFORCE++: KL-shaped returns whitened over the batch); trlX's `PPOConfig` means ppo.",
+        "Online: ppo (value head + GAE), grpo (group mean/std baseline), rloo (leave-one-out baseline), "
+        "reinforce_pp (REINFORCE++: KL-shaped returns whitened over the batch). Offline, on `samples=`: sft "
+        "(supervised fine-tuning), dpo (direct preference optimisation). trlX's `PPOConfig` / `SFTConfig` mean ppo / sft.",
         "ppo",
     )
     num_rollouts: int = doc(
@@ -499,6 +517,13 @@ class PPOConfig:
     kl_max: float | None = doc(
         "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
     )
+    beta: float = doc("dpo: strength of the implicit KL to the reference (the reward scale beta).", 0.1)
+    preference_loss: str = doc(
+        "dpo: `dpo` (Rafailov et al. 2023, logistic) or `ipo` (Azar et al. 2023, squared margin).", "dpo"
+    )
+    label_smoothing: float = doc(
+        "dpo: assumed probability that a preference label is flipped (conservative DPO); 0 is the paper's loss.", 0.0
+    )
     gen_experience_kwargs: dict[str, Any] | None = doc(
         "trlX: rollout sampling options different from gen_kwargs; only None (trlx samples rollouts and "
         "evaluations with gen_kwargs).",
@@ -557,6 +582,7 @@ class PPOConfig:
         if problem is not None:
             raise ConfigError(f"method.gen_kwargs.{problem[0]}: {problem[1]}")
         self.check_groups()
+        self.check_preference()
         _require(
             self.gen_experience_kwargs is None,
             "method.gen_experience_kwargs",
@@ -623,6 +649,25 @@ class PPOConfig:
             f"must be between 0 and method.gen_kwargs.max_new_tokens ({max_new}), got {self.overlong_buffer}",
         )
 
+    def check_preference(self) -> None:
+        """The DPO fields."""
+        _require(self.beta > 0, "method.beta", f"must be positive, got {self.beta}")
+        _require(
+            self.preference_loss in PREFERENCE_LOSSES,
+            "method.preference_loss",
+            f"allowed: {', '.join(PREFERENCE_LOSSES)}; got {self.preference_loss!r}",
+        )
+        _require(
+            0 <= self.label_smoothing < 0.5,
+            "method.label_smoothing",
+            f"must be in [0, 0.5) (a flip probability; 0.5 would make every label noise), got {self.label_smoothing}",
+        )
+
+    @property
+    def is_online(self) -> bool:
+        """Whether the method samples its own training data (the rollout loop) or trains on a static dataset."""
+        return self.name in ONLINE_METHODS
+
     @property
     def has_value_head(self) -> bool:
         """Only PPO learns a critic; the other methods build no value head at all."""
@@ -631,7 +676,9 @@ class PPOConfig:
     @property
     def uses_reference(self) -> bool:
         """Whether any KL to the reference enters the reward or the loss, or is watched (kl_max); else no
-        reference model is built and the KL metrics are 0."""
+        reference model is built and the KL metrics are 0. DPO always scores against the reference; SFT never."""
+        if not self.is_online:
+            return self.name == "dpo"
         return self.init_kl_coef > 0 or self.target is not None or self.kl_loss_coef > 0 or self.kl_max is not None
 
 
@@ -646,6 +693,12 @@ class TaskConfig:
     metric_fn: str | None = doc("Optional eval metric function, named like reward_fn.", None)
     prompts: str | None = doc("Prompt source: a .txt (one per line), .jsonl or .csv file, or `module:attr`.", None)
     eval_prompts: str | None = doc("Eval prompt source, like prompts (None: the first batch of prompts).", None)
+    samples: str | None = doc(
+        "Offline data (method.name sft, dpo): a .txt (a sample per line) or .jsonl file (a sample per line: a string, "
+        "a [prompt, completion] list, chat messages, or a {prompt, chosen, rejected} object), a `trlx label` "
+        "comparisons file (dpo), or `module:attr`.",
+        None,
+    )
     stop_sequences: list[str] = doc(
         "Strings that end a continuation (cut from the output text).", default_factory=list
     )
@@ -682,6 +735,9 @@ class TRLConfig:
     task: TaskConfig = doc("Reward function and prompt sources by name (used by the CLI).", default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
+        # The trainer follows from method.name (trlX configs name both, consistently; an evolve of method.name alone
+        # must not leave the old method's trainer behind).
+        self.train.trainer = next(name for name, methods in TRAINERS.items() if self.method.name in methods)
         # A batch_size that does not divide num_rollouts leaves a last, smaller minibatch in each epoch (as trlX);
         # it is split into gradient_accumulation_steps micro-batches like the others, so that must divide it.
         last = self.method.num_rollouts % self.train.batch_size

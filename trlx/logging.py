@@ -77,7 +77,10 @@ class MetricsLogger:
                 row = {"step": step, **{k: _jsonable(v) for k, v in r.items()}}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")  # non-ASCII text stays readable
         if self._tb is not None:
-            table = "\n".join(f"| {r['prompt']!r} | {r['output']!r} | {r['reward']:.3f} |" for r in rows[:16])
+            table = "\n".join(
+                f"| {r['prompt']!r} | {r['output']!r} | {'' if r['reward'] is None else format(r['reward'], '.3f')} |"
+                for r in rows[:16]
+            )
             self._tb.add_text("eval/samples", "| prompt | output | reward |\n|---|---|---|\n" + table, step)
 
     def close(self) -> None:
@@ -122,6 +125,13 @@ def run_summary(
         last = trained[-1]
         kl = f", kl/mean {last['kl/mean']:.4g}" if last.get("kl/mean") is not None else ""
         lines.append(f"  last rollout     reward/mean {last['reward/mean']:.4g}{kl}")
+    losses = [r for r in rows if r.get("loss/total") is not None]
+    if losses and not trained:  # offline methods: the training loss is the headline
+        first, last = losses[0], losses[-1]
+        lines.append(
+            f"  loss/total       {first['loss/total']:.4g} (step {first['step']}) -> {last['loss/total']:.4g} "
+            f"(step {last['step']})"
+        )
     evals = [r for r in rows if r.get("eval/reward_mean") is not None]
     if evals:
         first, last = evals[0], evals[-1]

@@ -78,3 +78,32 @@ def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{what} {source!r} must be (or return) a list, got {type(value).__name__}")
     return list(value)
+
+
+def load_samples(source: str, what: str = "task.samples") -> Any:
+    """Offline samples from a .txt (one per non-empty line) or .jsonl file (one JSON value per line), or a
+    `module:attr` list or zero-argument callable. A `trlx label` comparisons file is returned as its path, which
+    the DPO data reader expands into pairs."""
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".txt", ".jsonl"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)]
+        lines = [(n, line) for n, line in lines if line.strip()]
+        if suffix == ".txt":
+            return [line for _, line in lines]
+        out = []
+        for lineno, line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+        if out and all(isinstance(r, dict) and "candidates" in r for r in out):
+            return str(path)  # comparisons written by `trlx label`
+        return out
+    value = load_object(source, what)
+    value = value() if callable(value) else value
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} {source!r} must be (or return) a list, got {type(value).__name__}")
+    return list(value)

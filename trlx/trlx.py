@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from transformers import PretrainedConfig
 
 from trlx.checkpoint import INITIAL_MODEL_DIR, clear_run_outputs
 from trlx.config import TRLConfig
-from trlx.data.default_configs import default_ppo_config
+from trlx.data.default_configs import default_ppo_config, default_sft_config
 from trlx.data.prompts import PromptPipeline, to_prompts
+from trlx.data.samples import preference_examples, sft_examples
 from trlx.distributed import (
     loading_full_weights,
     make_accelerator,
@@ -37,7 +39,9 @@ from trlx.models.reference import build_policy_and_reference
 from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
 from trlx.rewards.scoring import check_signature
-from trlx.task import load_function, load_prompts
+from trlx.task import load_function, load_prompts, load_samples
+from trlx.trainers.objectives import DPOObjective, SFTObjective
+from trlx.trainers.offline import OfflineTrainer
 from trlx.trainers.online import OnlineTrainer
 
 
@@ -45,24 +49,28 @@ def train(
     model_path: str | PretrainedConfig | None = None,
     reward_fn: Callable[..., Any] | None = None,
     dataset: Any = None,
-    samples: Sequence[str] | None = None,
+    samples: Sequence[Any] | str | None = None,
     rewards: Sequence[float] | None = None,
     prompts: Sequence[str | dict[str, Any]] | None = None,
     eval_prompts: Sequence[str | dict[str, Any]] | None = None,
     metric_fn: Callable[..., dict[str, Any]] | None = None,
     config: TRLConfig | None = None,
     stop_sequences: Sequence[str] | None = None,
-) -> OnlineTrainer:
-    """Fine-tune a causal LM online against `reward_fn` (`config.method.name`: ppo, grpo, rloo, reinforce_pp) and
-    return the trainer.
+) -> OnlineTrainer | OfflineTrainer:
+    """Fine-tune a causal LM and return the trainer.
+
+    Online (`reward_fn=` + `prompts=`; `config.method.name` ppo, grpo, rloo, reinforce_pp): the policy samples
+    continuations of the prompts and learns from reward_fn's scores. reward_fn(samples, prompts, outputs,
+    tokenizer=..., **metadata) returns one float per sample or one list of per-token floats per sample. `prompts`
+    are strings or dicts with a `prompt` key (other keys are passed to reward_fn / metric_fn as lists).
+    Offline (`samples=`): supervised fine-tuning (method.name sft, the default without a config: see
+    `trlx.data.samples` for the sample forms), or DPO (method.name dpo) on (prompt, chosen, rejected) triples or
+    a `trlx label` comparisons file; `eval_prompts` with a reward_fn or metric_fn are sampled and scored.
 
     `model_path` is a folder, a Hub name, `gguf:smollm2-135m`, or (as in trlX) a `transformers.PretrainedConfig`:
     a model with random weights built from it, saved to `<checkpoint_dir>/initial_model` first (it needs
-    `tokenizer.tokenizer_path`).
-    reward_fn(samples, prompts, outputs, tokenizer=..., **metadata) returns one float per sample or one list of
-    per-token floats per sample. `prompts` are strings or dicts with a `prompt` key (other keys are passed
-    to reward_fn / metric_fn as lists). Checkpoints and metrics.jsonl go to `config.train.checkpoint_dir`.
-    Arguments left as None fall back to the config's `task` section (functions and prompt files by name).
+    `tokenizer.tokenizer_path`). Checkpoints and metrics.jsonl go to `config.train.checkpoint_dir`. Arguments
+    left as None fall back to the config's `task` section (functions and prompt files by name).
     """
     trainer = make_trainer(
         model_path=model_path,
@@ -148,68 +156,72 @@ def make_trainer(
     model_path: str | PretrainedConfig | None = None,
     reward_fn: Callable[..., Any] | None = None,
     dataset: Any = None,
-    samples: Sequence[str] | None = None,
+    samples: Sequence[Any] | str | None = None,
     rewards: Sequence[float] | None = None,
     prompts: Sequence[str | dict[str, Any]] | None = None,
     eval_prompts: Sequence[str | dict[str, Any]] | None = None,
     metric_fn: Callable[..., dict[str, Any]] | None = None,
     config: TRLConfig | None = None,
     stop_sequences: Sequence[str] | None = None,
-) -> OnlineTrainer:
-    """Everything `train` does except `learn()`: validated inputs, loaded models, a ready OnlineTrainer."""
-    if dataset is not None or samples is not None or rewards is not None:
+) -> OnlineTrainer | OfflineTrainer:
+    """Everything `train` does except `learn()`: validated inputs, loaded models, a ready trainer (OnlineTrainer
+    for reward_fn + prompts, OfflineTrainer for samples=)."""
+    if dataset is not None or rewards is not None:
         raise NotImplementedError(
-            "offline RL (samples= + rewards=, or dataset=) and supervised fine-tuning (samples= alone) are not "
-            "implemented yet; this version trains online with PPO: pass reward_fn= and prompts="
+            "offline RL (samples= + rewards=, trlX's ILQL, or dataset=) is not implemented yet; samples= alone trains "
+            "with SFT (or DPO on preference triples, method.name=dpo), reward_fn= + prompts= online"
         )
-    config = config or default_ppo_config()
+    if samples is None and config is not None and not config.method.is_online and config.task.samples:
+        samples = load_samples(config.task.samples)
+    offline = samples is not None
+    config = config or (default_sft_config() if offline else default_ppo_config())
+    if offline and config.method.is_online:
+        raise ValueError(
+            f"samples= is a static dataset, trained on by method.name sft or dpo, but the config has method.name "
+            f"{config.method.name} (online: reward_fn= and prompts=); use trlx.data.default_configs."
+            "default_sft_config() or default_dpo_config(), or pass no config"
+        )
+    if not offline and not config.method.is_online:
+        raise ValueError(f"method.name {config.method.name} trains on samples=: pass the dataset as samples=[...]")
     task = config.task
     if reward_fn is None and task.reward_fn:
         reward_fn = load_function(task.reward_fn, "task.reward_fn")
     if metric_fn is None and task.metric_fn:
         metric_fn = load_function(task.metric_fn, "task.metric_fn")
-    if prompts is None and task.prompts:
+    if prompts is None and task.prompts and not offline:
         prompts = load_prompts(task.prompts, "task.prompts")
     if eval_prompts is None and task.eval_prompts:
         eval_prompts = load_prompts(task.eval_prompts, "task.eval_prompts")
     if stop_sequences is None and task.stop_sequences:
         stop_sequences = task.stop_sequences
-    if reward_fn is None:
+    if not offline and reward_fn is None:
         raise ValueError("reward_fn is required: a callable (samples, prompts, outputs, **kwargs) -> list[float]")
-    if not callable(reward_fn):
+    if reward_fn is not None and not callable(reward_fn):
         raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
-    model_config = model_path if isinstance(model_path, PretrainedConfig) else None
-    if model_config is not None:  # trlX: a model built from a config (random weights), saved as the run's base
-        check_decoder_only(model_config)
-        model_path = initial_model_dir(config, model_config)
-    if model_path is not None:
-        config = config.evolve(model={"model_path": str(model_path)})
     if stop_sequences is not None and isinstance(stop_sequences, str):
         raise TypeError("stop_sequences must be a list of strings, not a single string")
-    config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})  # gguf:... names
-    if model_config is None:
-        check_model_path(config.model.model_path)
-        check_decoder_only(config.model.model_path)
-
-    accelerator = make_accelerator(config.train)
-    seed_everything(config.train.seed + accelerator.process_index)
-    resume_path = preflight(config, accelerator.num_processes)
-    if config.train.overwrite_output_dir and resume_path is None:
-        if accelerator.is_main_process:
-            clear_run_outputs(config.train.checkpoint_dir)
-        accelerator.wait_for_everyone()
-    if model_config is not None and resume_path is None:
-        if accelerator.is_main_process:
-            save_initial_model(model_config, config.model.model_path, config.train.seed)
-        accelerator.wait_for_everyone()
-    elif model_config is not None:
-        check_model_path(config.model.model_path)  # resuming: the run's initial model must still be there
+    config, model_config = resolve_model(config, model_path)
+    accelerator, resume_path = start_run(config, model_config)
 
     # Cheap checks first: tokenizer and prompts fail before the model is loaded.
     tokenizer = load_tokenizer(
         config.tokenizer.tokenizer_path or config.model.model_path, config.tokenizer.truncation_side
     )
     check_tokenizer_fits(tokenizer, config.model.model_path, config.tokenizer.tokenizer_path)
+    if offline:
+        # Generation-based evaluation only when there is something to score it with.
+        evaluated = eval_prompts is not None and (reward_fn is not None or metric_fn is not None)
+        eval_pipeline = None
+        if evaluated:
+            max_prompt_length, budget = prompt_budget(config)
+            eval_pipeline = PromptPipeline(
+                to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length, budget
+            )
+            eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
+            check_scorers(reward_fn, metric_fn, {"eval_prompts": eval_pipeline.metadata_keys})
+        return make_offline_trainer(
+            config, accelerator, resume_path, tokenizer, samples, eval_pipeline, reward_fn, metric_fn, stop_sequences
+        )
     max_prompt_length, budget = prompt_budget(config)
     if prompts is None:
         prompts = [tokenizer.bos_token or tokenizer.eos_token] * config.train.batch_size
@@ -220,20 +232,13 @@ def make_trainer(
         eval_prompts = list(prompts)[: config.train.batch_size]
     eval_pipeline = PromptPipeline(to_prompts(eval_prompts, "eval_prompts"), tokenizer, max_prompt_length, budget)
     eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
-    metadata = {"prompts": train_prompts.metadata_keys, "eval_prompts": eval_pipeline.metadata_keys}
-    check_signature(reward_fn, "reward_fn", metadata)
-    if metric_fn is not None:
-        check_signature(metric_fn, "metric_fn", {"eval_prompts": eval_pipeline.metadata_keys})
+    check_scorers(
+        reward_fn,
+        metric_fn,
+        {"prompts": train_prompts.metadata_keys, "eval_prompts": eval_pipeline.metadata_keys},
+    )
 
-    with loading_full_weights(accelerator):
-        lm = load_causal_lm(config.model.model_path)
-        lm, reference = build_policy_and_reference(
-            lm,
-            config.model,
-            config.train.gradient_checkpointing,
-            params_sharded(accelerator),
-            with_reference=config.method.uses_reference,
-        )
+    lm, reference = load_policy_lm(config, accelerator)
     trunk = None if params_sharded(accelerator) else frozen_trunk(lm, config.model.num_layers_unfrozen)
     trainer = OnlineTrainer(
         config=config,
@@ -247,6 +252,109 @@ def make_trainer(
         stop_sequences=stop_sequences or (),
         accelerator=accelerator,
         trunk=trunk,
+    )
+    if resume_path is not None:
+        trainer.resume(resume_path)
+    return trainer
+
+
+def check_scorers(
+    reward_fn: Callable[..., Any] | None, metric_fn: Callable[..., Any] | None, metadata: dict[str, list[str]]
+) -> None:
+    """reward_fn (on every prompt set) and metric_fn (on the eval prompts) get every argument they require."""
+    if reward_fn is not None:
+        check_signature(reward_fn, "reward_fn", metadata)
+    if metric_fn is not None:
+        check_signature(metric_fn, "metric_fn", {"eval_prompts": metadata["eval_prompts"]})
+
+
+def resolve_model(config: TRLConfig, model_path: Any) -> tuple[TRLConfig, PretrainedConfig | None]:
+    """The config with `model.model_path` set and resolved (gguf names, a PretrainedConfig's folder), checked
+    before anything loads; and the PretrainedConfig to build the model from, if one was given."""
+    model_config = model_path if isinstance(model_path, PretrainedConfig) else None
+    if model_config is not None:  # trlX: a model built from a config (random weights), saved as the run's base
+        check_decoder_only(model_config)
+        model_path = initial_model_dir(config, model_config)
+    if model_path is not None:
+        config = config.evolve(model={"model_path": str(model_path)})
+    config = config.evolve(model={"model_path": resolve_model_path(config.model.model_path)})  # gguf:... names
+    if model_config is None:
+        check_model_path(config.model.model_path)
+        check_decoder_only(config.model.model_path)
+    return config, model_config
+
+
+def start_run(config: TRLConfig, model_config: PretrainedConfig | None) -> tuple[Accelerator, Path | None]:
+    """The accelerator, seeded; the preflight checks; the output folder cleared when asked; a model built from
+    a config saved. Returns the checkpoint to resume from, if any."""
+    accelerator = make_accelerator(config.train)
+    seed_everything(config.train.seed + accelerator.process_index)
+    resume_path = preflight(config, accelerator.num_processes)
+    if config.train.overwrite_output_dir and resume_path is None:
+        if accelerator.is_main_process:
+            clear_run_outputs(config.train.checkpoint_dir)
+        accelerator.wait_for_everyone()
+    if model_config is not None and resume_path is None:
+        if accelerator.is_main_process:
+            save_initial_model(model_config, config.model.model_path, config.train.seed)
+        accelerator.wait_for_everyone()
+    elif model_config is not None:
+        check_model_path(config.model.model_path)  # resuming: the run's initial model must still be there
+    return accelerator, resume_path
+
+
+def load_policy_lm(config: TRLConfig, accelerator: Accelerator) -> tuple[Any, Any]:
+    """The policy LM (layers frozen, adapters added per `model`) and its reference (None without one)."""
+    with loading_full_weights(accelerator):
+        lm = load_causal_lm(config.model.model_path)
+        return build_policy_and_reference(
+            lm,
+            config.model,
+            config.train.gradient_checkpointing,
+            params_sharded(accelerator),
+            with_reference=config.method.uses_reference,
+        )
+
+
+def make_offline_trainer(
+    config: TRLConfig,
+    accelerator: Accelerator,
+    resume_path: Path | None,
+    tokenizer: Any,
+    samples: Any,
+    eval_prompts: PromptPipeline | None,
+    reward_fn: Callable[..., Any] | None,
+    metric_fn: Callable[..., Any] | None,
+    stop_sequences: Sequence[str] | None,
+) -> OfflineTrainer:
+    """SFT or DPO: every process tokenizes and checks all samples (a bad one fails everywhere at once, before
+    the model loads), keeps an equal share, and trains on it."""
+    seq_length = config.train.seq_length
+    if config.method.name == "sft":
+        data: list[Any] = sft_examples(samples, tokenizer, seq_length)
+    else:
+        data = preference_examples(samples, tokenizer, seq_length)
+    indices, _ = shard_padded(len(data), accelerator)  # equal shares: repeats even them out
+    data = [data[i] for i in indices]
+    lm, reference = load_policy_lm(config, accelerator)
+    policy = PolicyWithValueHead(lm, value_head=False)
+    if config.method.name == "sft":
+        objective: Any = SFTObjective(data, tokenizer.pad_token_id)
+    else:
+        device = accelerator.device
+        forward = reference.to(device).forward_fn()
+        objective = DPOObjective(data, tokenizer.pad_token_id, config.method, forward, device)
+        del reference  # its log-probs are computed: the frozen copy is not needed during training
+    trainer = OfflineTrainer(
+        config=config,
+        policy=policy,
+        objective=objective,
+        tokenizer=tokenizer,
+        eval_prompts=eval_prompts,
+        reward_fn=reward_fn,
+        metric_fn=metric_fn,
+        stop_sequences=stop_sequences or (),
+        accelerator=accelerator,
     )
     if resume_path is not None:
         trainer.resume(resume_path)

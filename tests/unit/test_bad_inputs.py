@@ -61,7 +61,11 @@ CONFIG_CASES = [
     ("reward_timeout_zero", ["train.reward_timeout_s=0"], r"train\.reward_timeout_s: must be positive \(seconds\)"),
     ("negative_kl_max", ["method.kl_max=-1"], r"method\.kl_max: must be positive or None, got -1"),
     ("empty_resume_path", ["train.resume_from_checkpoint=''"], r"train\.resume_from_checkpoint: must be a checkpoint"),
-    ("unknown_method", ["method.name=dpo"], r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp \(or trlX's"),
+    (
+        "unknown_method",
+        ["method.name=kto"],
+        r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp, sft, dpo \(or trlX's PPOConfig, SFTConfig\); got 'kto'",
+    ),
     ("group_of_one", ["method.name=grpo"], r"method\.num_generations: grpo needs at least 2 completions per prompt"),
     (
         "group_not_dividing_rollouts",

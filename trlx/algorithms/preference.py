@@ -10,10 +10,12 @@ pairwise and best-of-n data; both losses are minimised by the same reward orderi
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bradley_terry_loss", "pairs_from_choice", "preference_accuracy"]
+__all__ = ["DPOLossOutput", "bradley_terry_loss", "dpo_loss", "pairs_from_choice", "preference_accuracy"]
 
 
 def _check_pair_shapes(chosen_rewards: Tensor, rejected_rewards: Tensor) -> None:
@@ -68,3 +70,42 @@ def pairs_from_choice(n_candidates: int, choice: int | None) -> list[tuple[int, 
     if not 0 <= choice < n_candidates:
         raise ValueError(f"choice must be in 0..{n_candidates - 1}, got {choice}")
     return [(choice, j) for j in range(n_candidates) if j != choice]
+
+
+class DPOLossOutput(NamedTuple):
+    """Per-pair terms of `dpo_loss`, (B,) each, and their implicit rewards."""
+
+    losses: Tensor  # (B,) the loss of each pair
+    chosen_rewards: Tensor  # (B,) beta * (log pi(y_w|x) - log pi_ref(y_w|x)), detached
+    rejected_rewards: Tensor  # (B,) beta * (log pi(y_l|x) - log pi_ref(y_l|x)), detached
+
+
+def dpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+    variant: Literal["dpo", "ipo"] = "dpo",
+) -> DPOLossOutput:
+    """Direct preference optimisation (Rafailov et al. 2023, eq. 7) and IPO (Azar et al. 2023, eq. 17).
+
+    chosen_logps, rejected_logps: (B,) float, the policy's summed log-probs of the chosen / rejected completion
+    ref_chosen_logps, ref_rejected_logps: (B,) float, the same under the frozen reference
+    With h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)):
+    - dpo: -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), where eps = label_smoothing is the assumed
+      probability that a label is flipped (conservative DPO; eps = 0 is the paper's loss);
+    - ipo: (h - 1 / (2 beta))^2, which regresses the margin to a finite target instead of pushing it to infinity.
+    """
+    _check_pair_shapes(chosen_logps, rejected_logps)
+    chosen = chosen_logps - ref_chosen_logps
+    rejected = rejected_logps - ref_rejected_logps
+    h = chosen - rejected
+    if variant == "dpo":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif variant == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"variant must be 'dpo' or 'ipo', got {variant!r}")
+    return DPOLossOutput(losses, beta * chosen.detach(), beta * rejected.detach())

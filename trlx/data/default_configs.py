@@ -1,6 +1,31 @@
-"""Ready-made configurations (trlX-compatible names)."""
+"""Ready-made configurations (trlX-compatible names). The config classes are importable from here too, as trlX's
+examples do (`from trlx.data.default_configs import ModelConfig, TRLConfig, ...`)."""
 
-from trlx.config import TRLConfig
+from trlx.config import (
+    ModelConfig,
+    OptimizerConfig,
+    PPOConfig,
+    SchedulerConfig,
+    TokenizerConfig,
+    TrainConfig,
+    TRLConfig,
+)
+from trlx.data.method_configs import SFTConfig
+
+__all__ = [
+    "ModelConfig",
+    "OptimizerConfig",
+    "PPOConfig",
+    "SFTConfig",
+    "SchedulerConfig",
+    "TRLConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "default_dpo_config",
+    "default_grpo_config",
+    "default_ppo_config",
+    "default_sft_config",
+]
 
 
 def default_ppo_config() -> TRLConfig:
@@ -14,4 +39,26 @@ def default_grpo_config(num_generations: int = 8) -> TRLConfig:
     model is built), the DAPO token-mean loss with clip-higher (0.28). Add KL with `method.kl_loss_coef`."""
     return TRLConfig().evolve(
         method={"name": "grpo", "num_generations": num_generations, "init_kl_coef": 0.0, "cliprange_high": 0.28}
+    )
+
+
+def default_sft_config() -> TRLConfig:
+    """trlX's SFT defaults: 8 samples per step, lr 1e-4 (a constant schedule: trlX's cosine with eta_min = lr),
+    the whole model trained, 1000 steps, 40-token samples for evaluation."""
+    return TRLConfig().evolve(
+        train={"batch_size": 8, "total_steps": 1000, "eval_interval": 100},
+        model={"num_layers_unfrozen": -1},
+        optimizer={"kwargs": {"lr": 1.0e-4}},
+        method={"name": "sft", "gen_kwargs": {"max_new_tokens": 40}},
+    )
+
+
+def default_dpo_config() -> TRLConfig:
+    """DPO (Rafailov et al. 2023) with TRL's defaults: beta 0.1, lr 1e-6, 8 pairs per step, the whole model
+    trained; the reference's log-probs are computed once, before training."""
+    return TRLConfig().evolve(
+        train={"batch_size": 8, "total_steps": 1000, "eval_interval": 100},
+        model={"num_layers_unfrozen": -1},
+        optimizer={"kwargs": {"lr": 1.0e-6}},
+        method={"name": "dpo", "beta": 0.1, "gen_kwargs": {"max_new_tokens": 40}},
     )

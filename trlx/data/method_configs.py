@@ -1,5 +1,17 @@
-"""trlX-compatible import path: `from trlx.data.method_configs import PPOConfig` (the online methods' config)."""
+"""trlX-compatible import paths: `from trlx.data.method_configs import PPOConfig, SFTConfig`.
 
-from trlx.config import PPOConfig
+trlx has one method section for every method (`method.name` picks it); `SFTConfig` is that section with
+`name` defaulting to sft, so trlX's `SFTConfig(name="sftconfig", gen_kwargs=...)` builds the same config.
+"""
 
-__all__ = ["PPOConfig"]
+from dataclasses import dataclass
+
+from trlx.config import PPOConfig, doc
+
+
+@dataclass
+class SFTConfig(PPOConfig):
+    name: str = doc("The method; `sft` (trlX's `sftconfig`).", "sft")
+
+
+__all__ = ["PPOConfig", "SFTConfig"]

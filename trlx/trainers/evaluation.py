@@ -32,7 +32,7 @@ def sample_eval_prompts(
     prompts: PromptPipeline,
     chunk_size: int,
     generate: Callable[[PromptBatch], Generation],
-    reward_fn: Callable[..., Any],
+    reward_fn: Callable[..., Any] | None,
     metric_fn: Callable[..., dict[str, Any]] | None,
     tokenizer: PreTrainedTokenizerBase,
     reward_timeout_s: float | None,
@@ -45,14 +45,16 @@ def sample_eval_prompts(
         indices = list(range(start, min(start + chunk_size, len(prompts))))
         keep = [prompts.keep[i] for i in indices]
         generation = generate(prompts.batch(indices))
-        try:
-            scores, _ = compute_scores(reward_fn, generation, tokenizer, reward_timeout_s)
-        except NonFiniteRewardError as e:
-            out.problem = out.problem or str(e)
-            continue
-        out.scores += [float(s) for s, k in zip(scores, keep) if k]
+        scores: list[float | None] = [None] * len(indices)  # without a reward_fn: samples and metrics only
+        if reward_fn is not None:
+            try:
+                scores = [float(s) for s in compute_scores(reward_fn, generation, tokenizer, reward_timeout_s)[0]]
+            except NonFiniteRewardError as e:
+                out.problem = out.problem or str(e)
+                continue
+            out.scores += [s for s, k in zip(scores, keep) if k]
         out.rows += [
-            {"prompt": p, "output": o, "reward": float(s)}
+            {"prompt": p, "output": o, "reward": s}
             for p, o, s, k in zip(generation.prompt.prompts, generation.outputs, scores, keep)
             if k
         ]
@@ -69,10 +71,9 @@ def gathered_eval_metrics(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """`eval/reward_mean`, `eval/reward_std` and `eval/<metric>` (means) over all processes, and all sample rows."""
     all_scores = torch.tensor(gather_lists(accelerator, samples.scores), dtype=torch.float64)
-    metrics: dict[str, Any] = {
-        "eval/reward_mean": all_scores.mean().item(),
-        "eval/reward_std": all_scores.std().item(),
-    }
+    metrics: dict[str, Any] = {}
+    if len(all_scores):  # none without a reward_fn
+        metrics = {"eval/reward_mean": all_scores.mean().item(), "eval/reward_std": all_scores.std().item()}
     for key, value in gather_lists(accelerator, samples.metric_values):
         metrics.setdefault(f"eval/{key}", []).append(value)
     metrics = {k: v if isinstance(v, float) else sum(v) / len(v) for k, v in metrics.items()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,35 +29,30 @@ from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value
 from trlx.algorithms.rewards import place_scores, scale_token_scores
 from trlx.algorithms.stats import RunningMoments, masked_mean
 from trlx.checkpoint import (
-    BEST_DIR,
     TENSORBOARD_DIR,
     checkpoint_name,
     load_trainer,
     read_latest,
     save_pretrained_policy,
-    save_trainer,
 )
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
-    full_params_for_generation,
     global_max,
     global_mean,
     global_moments,
     make_accelerator,
-    mean_over_processes,
 )
-from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
-from trlx.logging import MetricsLogger, progress_bar, progress_enabled, run_summary
+from trlx.faults import FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
+from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
 from trlx.rewards.scoring import NonFiniteRewardError, compute_scores
-from trlx.rollout.generation import generate
 from trlx.rollout.options import SamplingParams, merge_eos_ids
 from trlx.rollout.scoring import score_response
+from trlx.trainers import common
 from trlx.trainers.advantages import estimate_advantages, group_metrics
-from trlx.trainers.evaluation import gathered_eval_metrics, sample_eval_prompts
 from trlx.types import Generation, PromptBatch, RolloutBatch, SampledChunk, right_pad_cat
 
 MetricFn = Callable[..., dict[str, Any]]
@@ -152,22 +146,8 @@ class OnlineTrainer:
                 else:
                     self.train_on_rollout(bar, stop)
             bar.close()
-            if stop.stopping:
-                self.stop_for_signal(stop)
-            # Save before the final evaluation: the checkpoint then records the log without that row, so a run
-            # resumed from it to more steps logs exactly what one uninterrupted run would. (A signal now is
-            # noted and ignored: the run is finishing anyway.)
-            if self.step % train.checkpoint_interval != 0:
-                self.save(self.checkpoint_dir / checkpoint_name(self.step))
-            if self.eval_prompts is not None and self.step % train.eval_interval != 0:
-                self.evaluate()
-        if self.logger is not None:
-            self.logger.close()
-            latest = read_latest(self.checkpoint_dir)
-            seconds = time.perf_counter() - started
-            print(
-                run_summary(self.checkpoint_dir, seconds, self.config.method.name, latest, self.logger.tensorboard_dir)
-            )
+            common.wind_up(self, stop)
+        common.finish(self, started)
 
     def start_rollout(self) -> None:
         """Collect the next rollout, or skip and count it when a non-finite reward or log-prob spoils it."""
@@ -210,17 +190,6 @@ class OnlineTrainer:
         self.kl_ctl.update(self.rollout_metrics["kl/mean"], n_steps=n_samples)
         self.iteration += 1
         self.rollout, self.rollout_metrics, self.minibatch_index = None, {}, 0
-
-    def stop_for_signal(self, stop: StopOnSignal) -> None:
-        """Write a checkpoint of the current state (in-flight rollout included) and exit saying how to resume."""
-        dest = self.checkpoint_dir / checkpoint_name(self.step)
-        self.save(dest)
-        message = f"trlx: stopped by {stop.name} at step {self.step}; checkpoint saved to {dest}\n{RESUME_HINT}"
-        if self.is_main:
-            print(message, file=sys.stderr, flush=True)
-        if self.logger is not None:
-            self.logger.close()
-        raise stop.interruption(message)
 
     def score_std(self) -> float | None:
         """The std scores are divided by (`method.scale_reward`), or None for no scaling (also while every score
@@ -389,12 +358,7 @@ class OnlineTrainer:
         return SampledChunk(batch, scores, dense, gap, problem)
 
     def generate(self, batch: Any, record_trunk: bool = False) -> Generation:
-        self.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
-        lm = self.accelerator.unwrap_model(self.policy).lm
-        trunk = self.trunk if record_trunk else None
-        with full_params_for_generation(self.accelerator, self.policy) as synced, self.accelerator.autocast():
-            all_finished = (lambda done: not any_process(self.accelerator, not done)) if synced else None
-            return generate(lm, batch, self.tokenizer, self.sampling, self.stop_sequences, all_finished, trunk)
+        return common.sample(self, batch, self.trunk if record_trunk else None)
 
     def replaying_trunk(self, trunk: Tensor | None) -> contextlib.AbstractContextManager:
         """Forwards inside skip the frozen trunk and use `trunk` (B, L, H), its recorded output, when there is one."""
@@ -464,13 +428,7 @@ class OnlineTrainer:
 
     def guarded_update(self, minibatch: RolloutBatch) -> dict[str, float]:
         """`update`, or no update (counted in faults/skipped_steps) when its loss or gradients are not finite."""
-        try:
-            metrics = self.update(minibatch)
-        except NumericalFault as fault:
-            self.faults.record(fault, "step", self.step + 1)
-            return {}
-        self.faults.reset()
-        return metrics
+        return common.guarded(self, lambda: self.update(minibatch))
 
     def update(self, minibatch: RolloutBatch) -> dict[str, float]:
         """One optimizer step on the clipped policy loss (plus the value loss and the KL loss term, if any).
@@ -480,42 +438,17 @@ class OnlineTrainer:
         token means, rows for the per-sequence and constant reductions of `method.loss_type`), so the step equals
         the one on the whole minibatch. Logged values are averaged over all processes.
         """
-        self.policy.train()  # dropout is off everywhere; train mode only switches gradient checkpointing on
         mb = minibatch.to(self.accelerator.device)
-        n_micro = self.accelerator.gradient_accumulation_steps
-        micro_size = math.ceil(len(mb) / n_micro)
         total_tokens = mb.response_mask.sum().clamp(min=1)
-        loss_sum = torch.zeros((), device=self.accelerator.device)
-        stats: dict[str, float] = {}
-        self.optimizer.zero_grad()
-        for start in range(0, len(mb), micro_size):
-            micro = mb.select(torch.arange(start, min(start + micro_size, len(mb))))
-            with self.accelerator.accumulate(self.policy):
-                policy_term, value_term, micro_stats = self.loss(micro)
-                token_share = micro.response_mask.sum() / total_tokens
-                policy_share = token_share if self.config.method.loss_type == "token_mean" else len(micro) / len(mb)
-                loss = policy_term * policy_share + value_term * token_share
-                # accelerate (or DeepSpeed) divides by n_micro again, hence the factor.
-                self.accelerator.backward(loss * n_micro)
-            loss_sum += loss.detach()
-            for key, value in micro_stats.items():
-                stats[key] = stats.get(key, 0.0) + value * token_share.item()
-        # The norm is computed even without clipping (max_norm=inf): a non-finite norm reveals NaN/inf gradients.
-        max_norm = self.config.train.max_grad_norm
-        grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), max_norm or math.inf)
-        grad_norm = math.nan if grad_norm is None else float(grad_norm)  # DeepSpeed may not report it
-        # Under fp16 loss scaling inf gradients are routine: the GradScaler skips that step and lowers its scale.
-        checked = {"loss": loss_sum}
-        if self.accelerator.scaler is None:
-            checked["gradient norm"] = grad_norm
-        problem = nonfinite(checked)
-        if any_process(self.accelerator, problem is not None):
-            self.optimizer.zero_grad()
-            raise NumericalFault(problem or "another process saw a non-finite loss or gradient")
-        self.optimizer.step()
-        self.scheduler.step()
-        stats = mean_over_processes(self.accelerator, {"loss/total": loss_sum.item(), **stats})
-        return {**stats, "optim/grad_norm": grad_norm, "optim/lr": self.scheduler.get_last_lr()[0]}
+
+        def micro_loss(micro: RolloutBatch) -> tuple[Tensor, dict[str, float], float]:
+            policy_term, value_term, stats = self.loss(micro)
+            token_share = micro.response_mask.sum() / total_tokens
+            policy_share = token_share if self.config.method.loss_type == "token_mean" else len(micro) / len(mb)
+            return policy_term * policy_share + value_term * token_share, stats, token_share.item()
+
+        micros = common.micro_batches(mb, self.accelerator.gradient_accumulation_steps)
+        return common.accumulated_step(self, micros, micro_loss)
 
     def loss(self, mb: RolloutBatch) -> tuple[Tensor, Tensor, dict[str, float]]:
         """One (micro-)batch's policy terms (clipped surrogate + KL loss, reduced by `method.loss_type`), its
@@ -553,43 +486,12 @@ class OnlineTrainer:
         return policy_term, value_term, stats
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean reward and metric_fn results on the eval prompts, with the same sampling noise every time.
-
-        A forked RNG with a fixed seed makes evaluations comparable across steps without disturbing the
-        training RNG stream (so resume stays exact).
-        """
-        assert self.eval_prompts is not None
-        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.train.seed + self.accelerator.process_index)
-            samples = sample_eval_prompts(
-                self.eval_prompts,
-                self.config.method.chunk_size,
-                self.generate,
-                self.reward_fn,
-                self.metric_fn,
-                self.tokenizer,
-                self.config.train.reward_timeout_s,
-            )
-        if any_process(self.accelerator, samples.problem is not None):
-            fault = NumericalFault(samples.problem or "another process saw a non-finite reward")
-            self.faults.record(fault, "evaluation", self.step)
-            return {}
-        # Gathered, so every process computes the same numbers (and agrees on saving best_checkpoint).
-        metrics, rows = gathered_eval_metrics(self.accelerator, samples)
-        self.log({"step": self.step, **metrics})
-        if self.logger is not None:
-            self.logger.log_samples(self.step, rows)
-        if self.config.train.save_best and metrics["eval/reward_mean"] > self.best_reward:
-            self.best_reward = metrics["eval/reward_mean"]
-            self.save(self.checkpoint_dir / BEST_DIR)
-        return metrics
+        """Mean reward and metric_fn results on the eval prompts (`trlx.trainers.common.evaluate`)."""
+        return common.evaluate(self, self.config.method.chunk_size)
 
     def log(self, row: dict[str, Any]) -> None:
-        if self.logger is not None:
-            self.logger.log(row)
+        common.log(self, row)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -639,6 +541,4 @@ class OnlineTrainer:
 
     def save(self, dest: Path) -> None:
         """Write checkpoint `dest` (all processes call this; see `trlx.checkpoint.save_trainer`)."""
-        self.accelerator.wait_for_everyone()
-        save_trainer(self, dest)
-        self.accelerator.wait_for_everyone()
+        common.save(self, dest)
