@@ -12,7 +12,7 @@ def train_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="trlx train",
         description="Fine-tune a causal LM: online (PPO, GRPO, RLOO, REINFORCE++; the YAML's `task` section names "
-        "the reward function and prompts) or offline (method.name=sft or dpo on task.samples).",
+        "the reward function and prompts; RFT too) or on a dataset (method.name=sft or dpo, task.samples).",
         epilog="example: trlx train configs/ppo_smollm2.yml train.seed=3 train.checkpoint_dir=runs/seed3",
     )
     parser.add_argument(
@@ -25,10 +25,10 @@ def train_main(argv: list[str]) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"trlx train: {e}", file=sys.stderr)
         return 2
-    if config.method.is_online and not config.task.reward_fn:
+    if not config.method.trains_on_samples and not config.task.reward_fn:
         print("trlx train: the config needs task.reward_fn (e.g. task.reward_fn=my_module:reward)", file=sys.stderr)
         return 2
-    if not config.method.is_online and not config.task.samples:
+    if config.method.trains_on_samples and not config.task.samples:
         print(
             f"trlx train: method.name {config.method.name} trains on a dataset: set task.samples "
             "(e.g. task.samples=data/train.jsonl)",
@@ -53,7 +53,7 @@ def train_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "train": "fine-tune a causal LM from a YAML config: PPO, GRPO, RLOO, REINFORCE++, SFT or DPO",
+        "train": "fine-tune a causal LM from a YAML config: PPO, GRPO, RLOO, REINFORCE++, SFT, DPO or RFT",
         "label": "compare sampled continuations in the terminal and record preferences",
         "train-rm": "train a reward model from recorded comparisons",
     }

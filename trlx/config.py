@@ -132,7 +132,7 @@ class TrainConfig:
     pipeline: str = doc("Prompt pipeline (trlX name); only `PromptPipeline` exists.", "PromptPipeline")
     trainer: str = doc(
         "Trainer (trlX name); set from method.name: AcceleratePPOTrainer (online methods), AccelerateSFTTrainer, "
-        "AccelerateDPOTrainer.",
+        "AccelerateDPOTrainer, AccelerateRFTTrainer.",
         "AcceleratePPOTrainer",
     )
     checkpoint_dir: str = doc("Folder for checkpoints, `metrics.jsonl` and the best checkpoint.", "ckpts")
@@ -410,17 +410,23 @@ class SchedulerConfig:
 SCALE_REWARD = (None, "ignored", "running", "ref")
 KL_ESTIMATORS = ("k1", "k2", "k3")  # trlx.algorithms.kl (not imported: this module loads without torch)
 ONLINE_METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")  # trlx.trainers.online: one rollout loop
-OFFLINE_METHODS = ("sft", "dpo")  # trlx.trainers.offline: one loop over a static dataset
+OFFLINE_METHODS = ("sft", "dpo", "rft")  # trlx.trainers.offline: one loop over a dataset (rft: one it samples)
+DATASET_METHODS = ("sft", "dpo")  # trained on samples= (the others on prompts= scored by reward_fn)
 METHODS = ONLINE_METHODS + OFFLINE_METHODS
 GROUP_METHODS = ("grpo", "rloo")  # a baseline from the other samples of the prompt's group
 GROUP_SCALES = ("group", "batch", "none")  # trlx.algorithms.advantages
 LOSS_TYPES = ("token_mean", "sequence_mean", "constant")  # trlx.algorithms.ppo.aggregate_loss
 PREFERENCE_LOSSES = ("dpo", "ipo")  # trlx.algorithms.preference.dpo_loss
 # trlX's method names for what trlx calls `ppo` (trlX's `name` is its config class, matched case-insensitively).
-TRLX_METHOD_NAMES = {"ppoconfig": "ppo", "sftconfig": "sft"}
+TRLX_METHOD_NAMES = {"ppoconfig": "ppo", "sftconfig": "sft", "rftconfig": "rft"}
 # train.trainer in trlX's names; the trainer follows from method.name, so these only have to agree with it.
-TRAINERS = {"AcceleratePPOTrainer": ONLINE_METHODS, "AccelerateSFTTrainer": ("sft",), "AccelerateDPOTrainer": ("dpo",)}
-NOT_YET = {"AccelerateILQLTrainer": "ilql", "AccelerateRFTTrainer": "rft"}
+TRAINERS = {
+    "AcceleratePPOTrainer": ONLINE_METHODS,
+    "AccelerateSFTTrainer": ("sft",),
+    "AccelerateDPOTrainer": ("dpo",),
+    "AccelerateRFTTrainer": ("rft",),
+}
+NOT_YET = {"AccelerateILQLTrainer": "ilql"}
 
 
 def method_name(name: Any) -> str:
@@ -430,7 +436,9 @@ def method_name(name: Any) -> str:
     key = name.strip().lower().replace("-", "_").replace("++", "_pp")
     key = TRLX_METHOD_NAMES.get(key, key)
     _require(
-        key in METHODS, "method.name", f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig, SFTConfig); got {name!r}"
+        key in METHODS,
+        "method.name",
+        f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig, SFTConfig, RFTConfig); got {name!r}",
     )
     return key
 
@@ -442,7 +450,8 @@ class PPOConfig:
     name: str = doc(
         "Online: ppo (value head + GAE), grpo (group mean/std baseline), rloo (leave-one-out baseline), "
         "reinforce_pp (REINFORCE++: KL-shaped returns whitened over the batch). Offline, on `samples=`: sft "
-        "(supervised fine-tuning), dpo (direct preference optimisation). trlX's `PPOConfig` / `SFTConfig` mean ppo / sft.",
+        "(supervised fine-tuning), dpo (direct preference optimisation). Offline on its own samples of `prompts=`: "
+        "rft (rejection-sampling fine-tuning). trlX's `PPOConfig` / `SFTConfig` / `RFTConfig` mean ppo / sft / rft.",
         "ppo",
     )
     num_rollouts: int = doc(
@@ -517,6 +526,16 @@ class PPOConfig:
     kl_max: float | None = doc(
         "Stop the run (without saving) when a rollout's mean per-sequence KL to the reference exceeds this.", None
     )
+    n_generations_per_prompt: int = doc("rft: completions sampled per prompt at each growth step.", 32)
+    start_percentile: float = doc(
+        "rft: per-prompt score percentile a completion must reach at the first improve step.", 0.7
+    )
+    end_percentile: float = doc("rft: the percentile reached at the last improve step (rising linearly).", 0.95)
+    n_improve_steps: int = doc(
+        "rft: passes (improve steps, each one SFT epoch on the selection) per growth step; a new growth step samples "
+        "n_generations_per_prompt more per prompt with the current policy.",
+        4,
+    )
     beta: float = doc("dpo: strength of the implicit KL to the reference (the reward scale beta).", 0.1)
     preference_loss: str = doc(
         "dpo: `dpo` (Rafailov et al. 2023, logistic) or `ipo` (Azar et al. 2023, squared margin).", "dpo"
@@ -583,6 +602,7 @@ class PPOConfig:
             raise ConfigError(f"method.gen_kwargs.{problem[0]}: {problem[1]}")
         self.check_groups()
         self.check_preference()
+        self.check_rejection_sampling()
         _require(
             self.gen_experience_kwargs is None,
             "method.gen_experience_kwargs",
@@ -649,6 +669,25 @@ class PPOConfig:
             f"must be between 0 and method.gen_kwargs.max_new_tokens ({max_new}), got {self.overlong_buffer}",
         )
 
+    def check_rejection_sampling(self) -> None:
+        """The RFT fields."""
+        _require(
+            self.n_generations_per_prompt >= 1,
+            "method.n_generations_per_prompt",
+            f"must be a positive integer, got {self.n_generations_per_prompt}",
+        )
+        _require(
+            self.n_improve_steps >= 1,
+            "method.n_improve_steps",
+            f"must be a positive integer, got {self.n_improve_steps}",
+        )
+        _require(
+            0 <= self.start_percentile <= self.end_percentile <= 1,
+            "method.start_percentile",
+            f"and end_percentile must satisfy 0 <= start <= end <= 1, got {self.start_percentile} and "
+            f"{self.end_percentile}",
+        )
+
     def check_preference(self) -> None:
         """The DPO fields."""
         _require(self.beta > 0, "method.beta", f"must be positive, got {self.beta}")
@@ -667,6 +706,12 @@ class PPOConfig:
     def is_online(self) -> bool:
         """Whether the method samples its own training data (the rollout loop) or trains on a static dataset."""
         return self.name in ONLINE_METHODS
+
+    @property
+    def trains_on_samples(self) -> bool:
+        """Whether the method learns from a given dataset (`samples=`) rather than from reward_fn's scores of what
+        it samples for `prompts=`."""
+        return self.name in DATASET_METHODS
 
     @property
     def has_value_head(self) -> bool:

@@ -43,6 +43,7 @@ from trlx.task import load_function, load_prompts, load_samples
 from trlx.trainers.objectives import DPOObjective, SFTObjective
 from trlx.trainers.offline import OfflineTrainer
 from trlx.trainers.online import OnlineTrainer
+from trlx.trainers.rft import RFTObjective
 
 
 def train(
@@ -171,17 +172,17 @@ def make_trainer(
             "offline RL (samples= + rewards=, trlX's ILQL, or dataset=) is not implemented yet; samples= alone trains "
             "with SFT (or DPO on preference triples, method.name=dpo), reward_fn= + prompts= online"
         )
-    if samples is None and config is not None and not config.method.is_online and config.task.samples:
+    if samples is None and config is not None and config.method.trains_on_samples and config.task.samples:
         samples = load_samples(config.task.samples)
     offline = samples is not None
     config = config or (default_sft_config() if offline else default_ppo_config())
-    if offline and config.method.is_online:
+    if offline and not config.method.trains_on_samples:
         raise ValueError(
             f"samples= is a static dataset, trained on by method.name sft or dpo, but the config has method.name "
-            f"{config.method.name} (online: reward_fn= and prompts=); use trlx.data.default_configs."
+            f"{config.method.name} (trained on reward_fn= and prompts=); use trlx.data.default_configs."
             "default_sft_config() or default_dpo_config(), or pass no config"
         )
-    if not offline and not config.method.is_online:
+    if not offline and config.method.trains_on_samples:
         raise ValueError(f"method.name {config.method.name} trains on samples=: pass the dataset as samples=[...]")
     task = config.task
     if reward_fn is None and task.reward_fn:
@@ -239,6 +240,20 @@ def make_trainer(
     )
 
     lm, reference = load_policy_lm(config, accelerator)
+    if not config.method.is_online:  # rft: the offline loop, on completions it samples and selects itself
+        objective = RFTObjective(train_prompts, config.method, tokenizer, config.train.seq_length)
+        return offline_trainer(
+            config,
+            accelerator,
+            resume_path,
+            lm,
+            objective,
+            tokenizer,
+            eval_pipeline,
+            reward_fn,
+            metric_fn,
+            stop_sequences,
+        )
     trunk = None if params_sharded(accelerator) else frozen_trunk(lm, config.model.num_layers_unfrozen)
     trainer = OnlineTrainer(
         config=config,
@@ -337,7 +352,6 @@ def make_offline_trainer(
     indices, _ = shard_padded(len(data), accelerator)  # equal shares: repeats even them out
     data = [data[i] for i in indices]
     lm, reference = load_policy_lm(config, accelerator)
-    policy = PolicyWithValueHead(lm, value_head=False)
     if config.method.name == "sft":
         objective: Any = SFTObjective(data, tokenizer.pad_token_id)
     else:
@@ -345,9 +359,27 @@ def make_offline_trainer(
         forward = reference.to(device).forward_fn()
         objective = DPOObjective(data, tokenizer.pad_token_id, config.method, forward, device)
         del reference  # its log-probs are computed: the frozen copy is not needed during training
+    return offline_trainer(
+        config, accelerator, resume_path, lm, objective, tokenizer, eval_prompts, reward_fn, metric_fn, stop_sequences
+    )
+
+
+def offline_trainer(
+    config: TRLConfig,
+    accelerator: Accelerator,
+    resume_path: Path | None,
+    lm: Any,
+    objective: Any,
+    tokenizer: Any,
+    eval_prompts: PromptPipeline | None,
+    reward_fn: Callable[..., Any] | None,
+    metric_fn: Callable[..., Any] | None,
+    stop_sequences: Sequence[str] | None,
+) -> OfflineTrainer:
+    """The offline loop around `objective`, resumed from `resume_path` when given."""
     trainer = OfflineTrainer(
         config=config,
-        policy=policy,
+        policy=PolicyWithValueHead(lm, value_head=False),
         objective=objective,
         tokenizer=tokenizer,
         eval_prompts=eval_prompts,

@@ -1,4 +1,5 @@
-"""One tiny PPO run via `trlx.train`, launched by the distributed tests under `torchrun` (or run plainly).
+"""One tiny run via `trlx.train` (PPO, or any method.name: sft/dpo train on a built-in dataset), launched by the
+distributed tests under `torchrun` (or run plainly).
 
     python ppo_run.py MODEL_DIR OUT_DIR '{"train.total_steps": 4, "num_prompts": 7, ...}'
 
@@ -62,7 +63,14 @@ def main() -> None:
     words = ["the movie was", "this film is", "i think it", "the acting", "the plot", "a story", "the music"]
     prompts = [{"prompt": p, "split": "train"} for p in words[:num_prompts]]
     eval_prompts = [{"prompt": p, "split": "eval"} for p in words[:num_eval_prompts]]
-    trainer = trlx.train(reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts, config=config)
+    if config.method.trains_on_samples:  # sft / dpo: a static dataset; eval prompts scored as above
+        samples = {
+            "sft": [[w, " good great fun"] for w in words],
+            "dpo": [(w, " good great fun", " the the the") for w in words],
+        }[config.method.name]
+        trainer = trlx.train(samples=samples, reward_fn=reward_fn, eval_prompts=eval_prompts, config=config)
+    else:
+        trainer = trlx.train(reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts, config=config)
 
     policy = trainer.accelerator.unwrap_model(trainer.policy)
     state = trainer.accelerator.get_state_dict(trainer.policy, unwrap=True)  # collective under ZeRO-3

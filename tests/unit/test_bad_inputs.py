@@ -64,7 +64,7 @@ CONFIG_CASES = [
     (
         "unknown_method",
         ["method.name=kto"],
-        r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp, sft, dpo \(or trlX's PPOConfig, SFTConfig\); got 'kto'",
+        r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp, sft, dpo, rft \(or trlX's PPOConfig, SFTConfig, RFTConfig\); got 'kto'",
     ),
     ("group_of_one", ["method.name=grpo"], r"method\.num_generations: grpo needs at least 2 completions per prompt"),
     (

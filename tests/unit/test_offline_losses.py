@@ -62,3 +62,18 @@ def test_dpo_rejects_mismatched_shapes_and_unknown_variants():
         dpo_loss(CHOSEN, REJECTED[:1], REF_CHOSEN, REF_REJECTED, beta=0.5)
     with pytest.raises(ValueError, match="variant must be 'dpo' or 'ipo'"):
         dpo_loss(CHOSEN, REJECTED, REF_CHOSEN, REF_REJECTED, beta=0.5, variant="kto")
+
+
+def test_rft_thresholds_are_per_prompt_percentiles_clipped_like_trlx():
+    from trlx.trainers.rft import percentile_thresholds, select
+
+    scores = [[0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]]
+    # Quantile 0.5 per prompt: 2, 0, 1; clipped to [0 + 1e-3, 2 - 1e-3].
+    assert percentile_thresholds(scores, 0.5).tolist() == pytest.approx([2 - 1e-3, 1e-3, 1.0])
+    completions = [[(f"p{i}-{j}", s) for j, s in enumerate(row)] for i, row in enumerate(scores)]
+    completions[2].append(("p2-4", 1.0))  # a duplicate completion is kept once
+    selected, stats = select(completions, 0.5)
+    # Prompt 0 keeps its 2, 3, 4 (the threshold is just under 2); prompt 1 (all at the minimum) keeps none;
+    # prompt 2 (all equal, not the minimum) keeps all.
+    assert selected == [(0, "p0-2"), (0, "p0-3"), (0, "p0-4"), *[(2, f"p2-{j}") for j in range(5)]]
+    assert stats["rft/percentile"] == 0.5 and stats["rft/completions"] == 16

@@ -12,7 +12,8 @@ import pytest
 from trlx.config import SECTIONS, ConfigError, TRLConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "trlx_compat.md"
-# trlX 0.7.0's config fields (trlx/data/configs.py; PPOConfig in trlx/models/modeling_ppo.py).
+# trlX 0.7.0's config fields (trlx/data/configs.py; PPOConfig in trlx/models/modeling_ppo.py; RFTConfig in
+# trlx/trainer/accelerate_rft_trainer.py; SFTConfig has only name and gen_kwargs).
 TRLX_FIELDS = {
     "model": "model_path model_arch_type num_layers_unfrozen peft_config model_extra_configs",
     "tokenizer": "tokenizer_path padding_side truncation_side tokenizer_extra_configs",
@@ -23,7 +24,7 @@ TRLX_FIELDS = {
     "save_optimizer resume_from_checkpoint tracker logging_dir tags seed minibatch_size",
     "method": "name ppo_epochs num_rollouts chunk_size init_kl_coef target horizon gamma lam cliprange "
     "cliprange_value vf_coef scale_reward ref_mean ref_std cliprange_reward gen_kwargs gen_experience_kwargs "
-    "num_value_layers_unfrozen",
+    "num_value_layers_unfrozen n_generations_per_prompt start_percentile end_percentile n_improve_steps",
 }
 STATUSES = {"supported", "differs", "warns", "refused"}
 

@@ -10,12 +10,13 @@ from trlx.config import (
     TrainConfig,
     TRLConfig,
 )
-from trlx.data.method_configs import SFTConfig
+from trlx.data.method_configs import RFTConfig, SFTConfig
 
 __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "PPOConfig",
+    "RFTConfig",
     "SFTConfig",
     "SchedulerConfig",
     "TRLConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "default_dpo_config",
     "default_grpo_config",
     "default_ppo_config",
+    "default_rft_config",
     "default_sft_config",
 ]
 
@@ -61,4 +63,14 @@ def default_dpo_config() -> TRLConfig:
         model={"num_layers_unfrozen": -1},
         optimizer={"kwargs": {"lr": 1.0e-6}},
         method={"name": "dpo", "beta": 0.1, "gen_kwargs": {"max_new_tokens": 40}},
+    )
+
+
+def default_rft_config() -> TRLConfig:
+    """Rejection-sampling fine-tuning with trlX's RFTConfig defaults (32 completions per prompt, percentile 0.7
+    rising to 0.95 over 4 improve steps) and its rft_sentiments settings (batch 32, lr 3e-5, whole model)."""
+    return TRLConfig().evolve(
+        train={"batch_size": 32, "total_steps": 1000, "eval_interval": 100},
+        model={"num_layers_unfrozen": -1},
+        method={"name": "rft", "gen_kwargs": {"max_new_tokens": 40}},
     )

@@ -1,4 +1,4 @@
-"""trlX-compatible import paths: `from trlx.data.method_configs import PPOConfig, SFTConfig`.
+"""trlX-compatible import paths: `from trlx.data.method_configs import PPOConfig, SFTConfig, RFTConfig`.
 
 trlx has one method section for every method (`method.name` picks it); `SFTConfig` is that section with
 `name` defaulting to sft, so trlX's `SFTConfig(name="sftconfig", gen_kwargs=...)` builds the same config.
@@ -14,4 +14,9 @@ class SFTConfig(PPOConfig):
     name: str = doc("The method; `sft` (trlX's `sftconfig`).", "sft")
 
 
-__all__ = ["PPOConfig", "SFTConfig"]
+@dataclass
+class RFTConfig(PPOConfig):
+    name: str = doc("The method; `rft` (trlX's `rftconfig`).", "rft")
+
+
+__all__ = ["PPOConfig", "RFTConfig", "SFTConfig"]

@@ -38,6 +38,15 @@ class SFTObjective:
     def batch(self, indices: Sequence[int]) -> SequenceBatch:
         return collate([self.examples[i] for i in indices], self.pad_id)
 
+    def start_pass(self, trainer: Any, epoch: int) -> None:
+        """Nothing: the dataset is fixed."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore: the dataset is fixed."""
+
     def normalizer(self, batch: SequenceBatch) -> Tensor:
         return batch.loss_mask.sum()  # a token mean over the whole batch, whatever the micro-batching
 
@@ -112,6 +121,10 @@ class DPOObjective:
 
     def normalizer(self, batch: PairBatch) -> Tensor:
         return torch.tensor(float(len(batch)))  # a mean over pairs
+
+    start_pass = SFTObjective.start_pass
+    state_dict = SFTObjective.state_dict
+    load_state_dict = SFTObjective.load_state_dict
 
     def loss(self, policy: Any, micro: PairBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:
         chosen = sequence_logprobs(policy, micro.chosen).sum(-1)

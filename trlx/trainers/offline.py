@@ -56,6 +56,16 @@ class Objective(Protocol):
         its statistics, and their weight (the micro-batch's share of `total`)."""
         ...
 
+    def start_pass(self, trainer: Any, epoch: int) -> None:
+        """Called before each pass over the data; rft samples and selects the pass's data here (sft, dpo: no-op)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """This process's data, when it is not fixed (rft's completions and selection)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 @dataclass
 class LengthGroupedBatches:
@@ -103,6 +113,34 @@ class LengthGroupedBatches:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
+@dataclass
+class DataStream:
+    """This process's position in the data: the objective's data for the current pass and the pass's batches.
+    Its state (saved per process in every checkpoint) holds both, so a resumed run continues mid-pass exactly."""
+
+    objective: Objective
+    batches: LengthGroupedBatches
+
+    @property
+    def epoch(self) -> int:
+        return self.batches.epoch
+
+    def next(self, trainer: Any) -> Any:
+        """The next batch; at the start of a pass, the objective first prepares the pass's data."""
+        if self.batches.position == 0:
+            self.objective.start_pass(trainer, self.batches.epoch)
+            self.batches.lengths = self.objective.lengths
+        return self.objective.batch(self.batches.next())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.batches.state_dict(), "data": self.objective.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state)
+        self.objective.load_state_dict(state.get("data") or {})
+        self.batches.lengths = self.objective.lengths
+
+
 class OfflineTrainer:
     """Owns the policy, the method's objective over a static dataset, and the loop that trains on it."""
 
@@ -131,9 +169,10 @@ class OfflineTrainer:
         lm = self.accelerator.unwrap_model(self.policy).lm
         eos_ids = model_eos_ids(tokenizer, lm)
         self.sampling = SamplingParams.from_gen_kwargs(config.method.gen_kwargs, eos_ids, tokenizer.pad_token_id)
-        self.sampler = LengthGroupedBatches(
+        batches = LengthGroupedBatches(
             objective.lengths, config.train.batch_size, config.train.seed, self.accelerator.gradient_accumulation_steps
         )
+        self.sampler = DataStream(objective, batches)  # `sampler`: the name checkpoint.Resumable saves per process
         self.step = 0
         self.best_reward = -math.inf
         self.faults = FaultCounter(config.train.max_consecutive_faults)
@@ -152,7 +191,7 @@ class OfflineTrainer:
             if self.eval_prompts is not None and self.step == 0 and self.resumed_from is None:
                 self.evaluate()
             while not self.done and not stop.requested(self.accelerator):
-                batch = self.objective.batch(self.sampler.next())
+                batch = self.sampler.next(self)
                 t0 = time.perf_counter()
                 metrics = common.guarded(self, lambda batch=batch: self.update(batch))
                 self.step += 1
