@@ -21,7 +21,15 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from trlx.checkpoint import BEST_DIR, TENSORBOARD_DIR, checkpoint_name, read_latest, save_trainer
+from trlx.checkpoint import (
+    BEST_DIR,
+    TENSORBOARD_DIR,
+    checkpoint_name,
+    load_trainer,
+    read_latest,
+    save_pretrained_policy,
+    save_trainer,
+)
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
 from trlx.distributed import full_params_for_generation, mean_over_processes
@@ -185,7 +193,9 @@ def evaluate(trainer: Trainer, chunk_size: int) -> dict[str, float]:
     return metrics
 
 
+# The methods below are shared as they are: each trainer class binds them (`save = common.save`).
 def log(trainer: Trainer, row: dict[str, Any]) -> None:
+    """Append `row` to metrics.jsonl (and TensorBoard); the main process only."""
     if trainer.logger is not None:
         trainer.logger.log(row)
 
@@ -195,6 +205,24 @@ def save(trainer: Any, dest: Path) -> None:
     trainer.accelerator.wait_for_everyone()
     save_trainer(trainer, dest)
     trainer.accelerator.wait_for_everyone()
+
+
+def resume(trainer: Any, path: str | Path) -> None:
+    """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, data position
+    and, for the online loop, the rollout in flight)."""
+    load_trainer(trainer, Path(path))
+    trainer.resumed_from = Path(path)
+
+
+def unwrapped_policy(trainer: Trainer) -> Any:
+    """The policy (its causal LM is `.lm`), unwrapped from accelerate (trlX's `trainer.model`)."""
+    return trainer.accelerator.unwrap_model(trainer.policy)
+
+
+def save_pretrained(trainer: Trainer, directory: str | Path) -> Path:
+    """Write the policy LM and tokenizer in Hugging Face format to `directory` (trlX's method; all processes call
+    it). Checkpoints for resuming are `save`'s."""
+    return save_pretrained_policy(trainer.accelerator, trainer.policy, trainer.tokenizer, Path(directory))
 
 
 def wind_up(trainer: Any, stop: StopOnSignal) -> None:

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from trlx.checkpoint import checkpoint_name, load_trainer, save_pretrained_policy
+from trlx.checkpoint import checkpoint_name
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
 from trlx.faults import FaultCounter, StopOnSignal
@@ -230,9 +230,6 @@ class OfflineTrainer:
 
     generate_eval = generate
 
-    def log(self, row: dict[str, Any]) -> None:
-        common.log(self, row)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -246,19 +243,9 @@ class OfflineTrainer:
         self.best_reward = -math.inf if state["best_reward"] is None else float(state["best_reward"])
         self.faults.load_state_dict(state["faults"])
 
-    def resume(self, path: str | Path) -> None:
-        """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, batches)."""
-        load_trainer(self, Path(path))
-        self.resumed_from = Path(path)
-
-    def save(self, dest: Path) -> None:
-        common.save(self, dest)
-
-    @property
-    def model(self) -> PolicyWithValueHead:
-        """The policy (its causal LM is `.lm`), unwrapped from accelerate (trlX's `trainer.model`)."""
-        return self.accelerator.unwrap_model(self.policy)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """The policy LM and tokenizer in Hugging Face format (trlX's method; all processes call it)."""
-        return save_pretrained_policy(self.accelerator, self.policy, self.tokenizer, Path(directory))
+    # Shared with the online loop as they are (trlx.trainers.common).
+    log = common.log
+    save = common.save
+    resume = common.resume
+    save_pretrained = common.save_pretrained
+    model = property(common.unwrapped_policy)

@@ -31,9 +31,7 @@ from trlx.algorithms.stats import RunningMoments, masked_mean
 from trlx.checkpoint import (
     TENSORBOARD_DIR,
     checkpoint_name,
-    load_trainer,
     read_latest,
-    save_pretrained_policy,
 )
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
@@ -490,9 +488,6 @@ class OnlineTrainer:
         """Mean reward and metric_fn results on the eval prompts (`trlx.trainers.common.evaluate`)."""
         return common.evaluate(self, self.config.method.chunk_size)
 
-    def log(self, row: dict[str, Any]) -> None:
-        common.log(self, row)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -520,25 +515,13 @@ class OnlineTrainer:
         self.rollout_metrics = {} if in_flight is None else dict(in_flight["metrics"])
         self.minibatch_index = 0 if in_flight is None else int(in_flight["minibatch_index"])
 
-    def resume(self, path: str | Path) -> None:
-        """Continue exactly where the run that wrote checkpoint `path` stood (weights, optimizer, RNG, rollout)."""
-        load_trainer(self, Path(path))
-        self.resumed_from = Path(path)
-
-    @property
-    def model(self) -> PolicyWithValueHead:
-        """The policy (its causal LM is `.lm`), unwrapped from accelerate (trlX's `trainer.model`)."""
-        return self.accelerator.unwrap_model(self.policy)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the policy LM and tokenizer in Hugging Face format to `directory` (trlX's method; all processes
-        call it). Checkpoints for resuming are `save`'s."""
-        return save_pretrained_policy(self.accelerator, self.policy, self.tokenizer, Path(directory))
-
     def generate_eval(self, prompts: PromptBatch) -> Generation:
         """Sample continuations of a PromptBatch as evaluation does (trlX's name; `self.eval_prompts.batch(...)`)."""
         return self.generate(prompts)
 
-    def save(self, dest: Path) -> None:
-        """Write checkpoint `dest` (all processes call this; see `trlx.checkpoint.save_trainer`)."""
-        common.save(self, dest)
+    # Shared with the offline loop as they are (trlx.trainers.common).
+    log = common.log
+    save = common.save
+    resume = common.resume
+    save_pretrained = common.save_pretrained
+    model = property(common.unwrapped_policy)
