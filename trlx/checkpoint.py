@@ -3,6 +3,8 @@
 A checkpoint folder holds
 
     config.json, model*.safetensors, tokenizer files   the policy, loadable by AutoModelForCausalLM
+    README.md                                          its model card (Hugging Face format: base model, method,
+                                                       data, the latest evaluation, how to load it)
     adapter/                                           LoRA adapters (peft format), when model.peft_config is set;
                                                        the model files above then hold the merged weights
     value_head.safetensors                             the value head (PPO only: the other methods have none)
@@ -38,6 +40,7 @@ from transformers import PreTrainedTokenizerBase
 
 from trlx.config import TRLConfig, method_name
 from trlx.distributed import engine_shards_optimizer, gathered_state_dict
+from trlx.model_card import write_model_card
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead, model_config
 from trlx.types import RolloutBatch
@@ -112,6 +115,8 @@ def save_checkpoint(
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name), metadata=meta)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        if config:  # a run's checkpoint: its model card (building-block tests save without a config)
+            write_model_card(tmp, config, int(state.get("step", 0)), dest.parent / LOG_FILES[0], dest)
         _fsync_tree(tmp)
         replace_dir(tmp, dest)
     except BaseException:
@@ -613,12 +618,21 @@ def write_hf_model(
     tokenizer.save_pretrained(dest)
 
 
-def save_pretrained_policy(accelerator: Any, policy: Any, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:
+def save_pretrained_policy(
+    accelerator: Any,
+    policy: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    dest: Path,
+    card: tuple[dict[str, Any], int, Path] | None = None,
+) -> Path:
     """The policy's language model and tokenizer in Hugging Face format, for `AutoModelForCausalLM.from_pretrained
-    (dest)` (trlX's `trainer.save_pretrained`). Call on every process."""
+    (dest)` (trlX's `trainer.save_pretrained`), with a model card from `card` = (config dict, step, metrics.jsonl).
+    Call on every process."""
     full = gathered_state_dict(accelerator, policy) or {}  # collective under ZeRO-3/FSDP
     if accelerator.is_main_process:
         Path(dest).mkdir(parents=True, exist_ok=True)
         write_hf_model(accelerator.unwrap_model(policy), tokenizer, Path(dest), full)
+        if card is not None:
+            write_model_card(Path(dest), *card)
     accelerator.wait_for_everyone()
     return Path(dest)

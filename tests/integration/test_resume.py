@@ -103,7 +103,8 @@ def test_save_total_limit_keeps_newest_checkpoints_and_the_best(straight):
     assert load_state(straight / "best_checkpoint")["best_reward"] == max(evals)
     # Tensors only in safetensors, state in JSON/YAML: nothing a resume would have to unpickle.
     suffixes = {p.suffix for p in (straight / "checkpoint_00020").iterdir()}
-    assert suffixes <= {".json", ".safetensors", ".yml"}, suffixes
+    # .md: the model card, plain text
+    assert suffixes <= {".json", ".safetensors", ".yml", ".md"}, suffixes
 
 
 def test_rerun_into_a_used_folder_is_refused_and_overwrite_starts_clean(model_path, straight, tmp_path):

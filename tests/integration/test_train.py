@@ -227,3 +227,21 @@ def test_readme_python_quick_start_runs_as_written(tiny_gpt2_path: Path, tmp_pat
     assert namespace["trainer"].step == 2
     rows = read_metrics(tmp_path / "runs" / "excited" / "metrics.jsonl")
     assert any("eval/length" in r for r in rows)  # the README's metric_fn reached the log
+
+
+def test_every_checkpoint_has_a_model_card(trained, tmp_path):
+    """Hugging Face format: YAML front matter (base model, library, method, latest evaluation) and markdown that
+    says how to load the folder."""
+    import yaml
+
+    _, run_dir, trainer = trained
+    for folder in (run_dir / "checkpoint_00128", run_dir / "best_checkpoint"):
+        text = (folder / "README.md").read_text()
+        front, body = text.split("---\n")[1], text.split("---\n", 2)[2]
+        meta = yaml.safe_load(front)
+        assert meta["base_model"] == trainer.config.model.model_path
+        assert meta["library_name"] == "transformers" and {"trlx", "ppo", "rlhf"} <= set(meta["tags"])
+        assert meta["trlx"]["method"] == "ppo" and "eval/reward_mean" in meta["trlx"]["eval"]
+        assert f'AutoModelForCausalLM.from_pretrained("{folder}")' in body
+    trainer.save_pretrained(tmp_path / "exported")
+    assert yaml.safe_load((tmp_path / "exported" / "README.md").read_text().split("---\n")[1])["trlx"]["step"] == 128

@@ -222,7 +222,8 @@ def unwrapped_policy(trainer: Trainer) -> Any:
 def save_pretrained(trainer: Trainer, directory: str | Path) -> Path:
     """Write the policy LM and tokenizer in Hugging Face format to `directory` (trlX's method; all processes call
     it). Checkpoints for resuming are `save`'s."""
-    return save_pretrained_policy(trainer.accelerator, trainer.policy, trainer.tokenizer, Path(directory))
+    card = (trainer.config.to_dict(), trainer.step, trainer.checkpoint_dir / "metrics.jsonl")
+    return save_pretrained_policy(trainer.accelerator, trainer.policy, trainer.tokenizer, Path(directory), card)
 
 
 def wind_up(trainer: Any, stop: StopOnSignal) -> None:

