@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from human_feedback_imdb import CONFIG, synthetic_comparisons, write_comparisons
+from human_feedback_imdb import CONFIG, report_outcome, synthetic_comparisons, write_comparisons
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 import trlx
@@ -122,21 +121,11 @@ def report(console: Console, s: dict[str, Any], rows: list[dict[str, Any]], enfo
     table.add_row("initial policy", f"{s['vader_before']:+.3f}")
     table.add_row("after DPO", f"{s['vader_after']:+.3f}")
     console.print(table)
-    for row in rows[:3]:
-        console.print(
-            f"[bold]{escape(row['prompt'])}[/bold]\n  before: {escape(repr(row['before']))}\n"
-            f"  after:  {escape(repr(row['after']))}"
-        )
-    console.print(
+    line = (
         f"training pairs ranked right (last quarter): {s['train_accuracy_final']:.2f}, implicit reward margin "
         f"{s['train_margin_final']:.3f}; wall time {s['wall_time_s'] / 60:.1f} min"
     )
-    if s["improved"]:
-        console.print("VADER improved.")
-    elif enforce:
-        console.print("[red]VADER did not improve: the policy did not become more positive.[/red]")
-    else:
-        console.print("VADER did not improve (quick run: not enforced).")
+    report_outcome(console, rows, line, s["improved"], enforce)
 
 
 if __name__ == "__main__":

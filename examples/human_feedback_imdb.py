@@ -221,16 +221,22 @@ def report(console: Console, s: dict[str, Any], rows: list[dict[str, Any]], enfo
     table.add_row("initial policy", f"{s['rm_before']:+.3f}", f"{s['vader_before']:+.3f}")
     table.add_row("after PPO", f"{s['rm_after']:+.3f}", f"{s['vader_after']:+.3f}")
     console.print(table)
+    line = (
+        f"KL to the initial policy per token (last quarter): {s['kl_per_token_final']:.4f} nats; "
+        f"wall time {s['wall_time_s'] / 60:.1f} min"
+    )
+    report_outcome(console, rows, line, s["improved"], enforce)
+
+
+def report_outcome(console: Console, rows: list[dict[str, Any]], line: str, improved: bool, enforce: bool) -> None:
+    """Three held-out openings before vs after, a line of run statistics, and whether VADER improved."""
     for row in rows[:3]:
         console.print(
             f"[bold]{escape(row['prompt'])}[/bold]\n  before: {escape(repr(row['before']))}\n"
             f"  after:  {escape(repr(row['after']))}"
         )
-    console.print(
-        f"KL to the initial policy per token (last quarter): {s['kl_per_token_final']:.4f} nats; "
-        f"wall time {s['wall_time_s'] / 60:.1f} min"
-    )
-    if s["improved"]:
+    console.print(line)
+    if improved:
         console.print("VADER improved.")
     elif enforce:
         console.print("[red]VADER did not improve: the policy did not become more positive.[/red]")

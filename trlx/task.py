@@ -46,38 +46,59 @@ def load_function(spec: str, what: str) -> Any:
     return fn
 
 
-def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any]]:
-    """Prompts from a .txt (one per non-empty line), .jsonl (strings or objects with `prompt`), .csv (a
-    `prompt` column; other columns become metadata) file, or a `module:attr` list or zero-argument callable."""
-    path = Path(source).expanduser()
-    suffix = path.suffix.lower()
-    if suffix in (".txt", ".jsonl", ".csv"):
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} file not found: {path}")
-        if suffix == ".txt":
-            return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
-        if suffix == ".jsonl":
-            out = []
-            for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-                    if not isinstance(record, str) and not (isinstance(record, dict) and "prompt" in record):
-                        raise ValueError(f'{path}:{lineno}: expected a JSON string or an object with a "prompt" key')
-                    out.append(record)
-            return out
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "prompt" not in rows[0]:
-            raise ValueError(f"{path}: CSV needs a 'prompt' column, found {list(rows[0])}")
-        return rows
+def text_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of every non-empty line of a UTF-8 text file."""
+    lines = enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+    return [(n, line) for n, line in lines if line.strip()]
+
+
+def json_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, value) of every non-empty line of a JSONL file; a bad line fails naming it."""
+    out = []
+    for lineno, line in text_lines(path):
+        try:
+            out.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    return out
+
+
+def load_list(source: str, what: str) -> list[Any]:
+    """A `module:attr` list, or what a zero-argument callable named so returns."""
     value = load_object(source, what)
     value = value() if callable(value) else value
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{what} {source!r} must be (or return) a list, got {type(value).__name__}")
     return list(value)
+
+
+def existing_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    return path
+
+
+def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any]]:
+    """Prompts from a .txt (one per non-empty line), .jsonl (strings or objects with `prompt`), .csv (a
+    `prompt` column; other columns become metadata) file, or a `module:attr` list or zero-argument callable."""
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [line for _, line in text_lines(existing_file(path, what))]
+    if suffix == ".jsonl":
+        out = []
+        for lineno, record in json_lines(existing_file(path, what)):
+            if not isinstance(record, str) and not (isinstance(record, dict) and "prompt" in record):
+                raise ValueError(f'{path}:{lineno}: expected a JSON string or an object with a "prompt" key')
+            out.append(record)
+        return out
+    if suffix == ".csv":
+        with existing_file(path, what).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "prompt" not in rows[0]:
+            raise ValueError(f"{path}: CSV needs a 'prompt' column, found {list(rows[0])}")
+        return rows
+    return load_list(source, what)
 
 
 def load_samples(source: str, what: str = "task.samples") -> Any:
@@ -86,24 +107,11 @@ def load_samples(source: str, what: str = "task.samples") -> Any:
     the DPO data reader expands into pairs."""
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
-    if suffix in (".txt", ".jsonl"):
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} file not found: {path}")
-        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)]
-        lines = [(n, line) for n, line in lines if line.strip()]
-        if suffix == ".txt":
-            return [line for _, line in lines]
-        out = []
-        for lineno, line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    if suffix == ".txt":
+        return [line for _, line in text_lines(existing_file(path, what))]
+    if suffix == ".jsonl":
+        out = [value for _, value in json_lines(existing_file(path, what))]
         if out and all(isinstance(r, dict) and "candidates" in r for r in out):
             return str(path)  # comparisons written by `trlx label`
         return out
-    value = load_object(source, what)
-    value = value() if callable(value) else value
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{what} {source!r} must be (or return) a list, got {type(value).__name__}")
-    return list(value)
+    return load_list(source, what)

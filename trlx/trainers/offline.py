@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +80,7 @@ class LengthGroupedBatches:
     min_size: int = 1
     epoch: int = 0
     position: int = 0
+    _planned: tuple[Any, list[list[int]]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def plan(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -94,7 +95,11 @@ class LengthGroupedBatches:
         return [batches[i] for i in shuffle]
 
     def next(self) -> list[int]:
-        batches = self.plan()
+        # The pass's plan is a function of (epoch, lengths): computed once per pass, not at every step.
+        key = (self.epoch, id(self.lengths), len(self.lengths))
+        if self._planned is None or self._planned[0] != key:
+            self._planned = (key, self.plan())
+        batches = self._planned[1]
         if not batches:
             raise ValueError(
                 f"{len(self.lengths)} example(s) on this process are fewer than train.gradient_accumulation_steps "
