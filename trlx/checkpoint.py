@@ -8,6 +8,7 @@ A checkpoint folder holds
     adapter/                                           LoRA adapters (peft format), when model.peft_config is set;
                                                        the model files above then hold the merged weights
     value_head.safetensors                             the value head (PPO only: the other methods have none)
+    ilql_heads.safetensors                             ILQL's Q, target-Q and V heads (ILQL only)
     optimizer.safetensors                              optimizer and scheduler tensors (moments, step counts)
     rng_state_<rank>.safetensors                       each process's python/numpy/torch/CUDA RNG state
     rollout_<rank>.safetensors                         each process's in-flight rollout, if the save fell mid-rollout
@@ -46,6 +47,9 @@ from trlx.models.policy import PolicyWithValueHead, model_config
 from trlx.types import RolloutBatch
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+ILQL_HEADS_FILE = "ilql_heads.safetensors"
+# The heads a policy may carry beside its LM (attribute -> file), and the method whose checkpoints hold each.
+HEAD_FILES = {"value_head": (VALUE_HEAD_FILE, "ppo"), "ilql_heads": (ILQL_HEADS_FILE, "ilql")}
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "trlx_config.yml"
@@ -106,10 +110,14 @@ def save_checkpoint(
         # `full_state_dict`: the policy's weights gathered from ZeRO-3/FSDP shards (keys `lm.*`, `value_head.*`).
         full = full_state_dict or {}
         write_hf_model(policy, tokenizer, tmp, full)
-        if policy.value_head is not None:
-            head = {k[len("value_head.") :]: v for k, v in full.items() if k.startswith("value_head.")}
-            head = {k: v.detach().cpu().contiguous() for k, v in (head or policy.value_head.state_dict()).items()}
-            save_file(head, str(tmp / VALUE_HEAD_FILE))
+        for attribute, (file, _) in HEAD_FILES.items():
+            module = getattr(policy, attribute, None)
+            if module is None:
+                continue
+            prefix = f"{attribute}."
+            head = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+            head = {k: v.detach().cpu().contiguous() for k, v in (head or module.state_dict()).items()}
+            save_file(head, str(tmp / file))
         for name, (tensors, metadata) in (tensor_files or {}).items():
             meta = None if metadata is None else {"json": json.dumps(metadata)}
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name), metadata=meta)
@@ -246,8 +254,9 @@ def resolve_checkpoint(checkpoint_dir: str | Path, value: str) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"train.resume_from_checkpoint: checkpoint folder {str(path)!r} does not exist")
     required = [STATE_FILE, OPTIMIZER_FILE, rng_file(0)]
-    if (path / CONFIG_FILE).is_file() and saved_method(load_saved_config(path)) == "ppo":
-        required.append(VALUE_HEAD_FILE)  # PPO's checkpoints hold its critic; the other methods have none
+    if (path / CONFIG_FILE).is_file():  # PPO's checkpoints hold its critic, ILQL's its heads; the others none
+        method = saved_method(load_saved_config(path))
+        required += [file for file, owner in HEAD_FILES.values() if owner == method]
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise CheckpointError(
@@ -364,18 +373,20 @@ def load_tensor_file(path: str | Path) -> TensorFile:
     return load_file(str(path)), json.loads(metadata["json"]) if "json" in metadata else None
 
 
-def load_value_head(path: str | Path, policy: PolicyWithValueHead) -> None:
-    """The checkpoint's value head into `policy`'s; nothing for a policy without one (critic-free methods)."""
-    if policy.value_head is None:
-        return
-    file = Path(path) / VALUE_HEAD_FILE
-    if not file.is_file():
-        raise CheckpointError(
-            f"{path} has no {VALUE_HEAD_FILE}: it was written by a critic-free method (method.name grpo, rloo or "
-            "reinforce_pp), so a ppo run cannot resume from it; resume with the method that wrote it"
-        )
-    state = load_file(str(file))
-    policy.value_head.load_state_dict({k: v.to(policy.value_head.weight.device) for k, v in state.items()})
+def load_heads(path: str | Path, policy: PolicyWithValueHead) -> None:
+    """The checkpoint's heads (value head, ILQL heads) into `policy`'s; nothing for a policy without any."""
+    for attribute, (name, method) in HEAD_FILES.items():
+        module = getattr(policy, attribute, None)
+        if module is None:
+            continue
+        file = Path(path) / name
+        if not file.is_file():
+            raise CheckpointError(
+                f"{path} has no {name}: it was not written by a {method} run, so a {method} run cannot resume "
+                "from it; resume with the method that wrote it"
+            )
+        device = next(module.parameters()).device
+        module.load_state_dict({k: v.to(device) for k, v in load_file(str(file)).items()})
 
 
 def load_policy_weights(path: str | Path, policy: PolicyWithValueHead) -> None:
@@ -392,7 +403,7 @@ def load_policy_weights(path: str | Path, policy: PolicyWithValueHead) -> None:
         result = set_peft_model_state_dict(lm, load_file(str(path / ADAPTER_DIR / "adapter_model.safetensors")))
         if result.unexpected_keys:
             raise CheckpointError(f"{path}: adapter weights do not fit the policy: {result.unexpected_keys[:5]}")
-        load_value_head(path, policy)
+        load_heads(path, policy)
         return
     weights: dict[str, torch.Tensor] = {}
     for file in _model_files(path):
@@ -413,7 +424,7 @@ def load_policy_weights(path: str | Path, policy: PolicyWithValueHead) -> None:
             f"{path}: model weights do not fit the policy (missing {missing[:5]}, unexpected "
             f"{result.unexpected_keys[:5]}); was the checkpoint written for model.model_path={lm.name_or_path!r}?"
         )
-    load_value_head(path, policy)
+    load_heads(path, policy)
 
 
 def _model_files(path: Path) -> list[Path]:

@@ -222,11 +222,6 @@ class TrainConfig:
             self.pipeline == "PromptPipeline", "train.pipeline", f"allowed: 'PromptPipeline', got {self.pipeline!r}"
         )
         _require(
-            self.trainer not in NOT_YET,
-            "train.trainer",
-            f"{self.trainer} ({NOT_YET.get(self.trainer)}) is not implemented yet; trlx trains {', '.join(METHODS)}",
-        )
-        _require(
             self.trainer in TRAINERS,
             "train.trainer",
             f"allowed: {', '.join(map(repr, TRAINERS))}; got {self.trainer!r}",
@@ -410,23 +405,23 @@ class SchedulerConfig:
 SCALE_REWARD = (None, "ignored", "running", "ref")
 KL_ESTIMATORS = ("k1", "k2", "k3")  # trlx.algorithms.kl (not imported: this module loads without torch)
 ONLINE_METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")  # trlx.trainers.online: one rollout loop
-OFFLINE_METHODS = ("sft", "dpo", "rft")  # trlx.trainers.offline: one loop over a dataset (rft: one it samples)
-DATASET_METHODS = ("sft", "dpo")  # trained on samples= (the others on prompts= scored by reward_fn)
+OFFLINE_METHODS = ("sft", "dpo", "ilql", "rft")  # trlx.trainers.offline: one loop over a dataset (rft: its own)
+DATASET_METHODS = ("sft", "dpo", "ilql")  # trained on samples= (the others on prompts= scored by reward_fn)
 METHODS = ONLINE_METHODS + OFFLINE_METHODS
 GROUP_METHODS = ("grpo", "rloo")  # a baseline from the other samples of the prompt's group
 GROUP_SCALES = ("group", "batch", "none")  # trlx.algorithms.advantages
 LOSS_TYPES = ("token_mean", "sequence_mean", "constant")  # trlx.algorithms.ppo.aggregate_loss
 PREFERENCE_LOSSES = ("dpo", "ipo")  # trlx.algorithms.preference.dpo_loss
 # trlX's method names for what trlx calls `ppo` (trlX's `name` is its config class, matched case-insensitively).
-TRLX_METHOD_NAMES = {"ppoconfig": "ppo", "sftconfig": "sft", "rftconfig": "rft"}
+TRLX_METHOD_NAMES = {"ppoconfig": "ppo", "sftconfig": "sft", "rftconfig": "rft", "ilqlconfig": "ilql"}
 # train.trainer in trlX's names; the trainer follows from method.name, so these only have to agree with it.
 TRAINERS = {
     "AcceleratePPOTrainer": ONLINE_METHODS,
     "AccelerateSFTTrainer": ("sft",),
     "AccelerateDPOTrainer": ("dpo",),
     "AccelerateRFTTrainer": ("rft",),
+    "AccelerateILQLTrainer": ("ilql",),
 }
-NOT_YET = {"AccelerateILQLTrainer": "ilql"}
 
 
 def method_name(name: Any) -> str:
@@ -438,7 +433,7 @@ def method_name(name: Any) -> str:
     _require(
         key in METHODS,
         "method.name",
-        f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig, SFTConfig, RFTConfig); got {name!r}",
+        f"allowed: {', '.join(METHODS)} (or trlX's PPOConfig, SFTConfig, RFTConfig, ILQLConfig); got {name!r}",
     )
     return key
 
@@ -450,8 +445,9 @@ class PPOConfig:
     name: str = doc(
         "Online: ppo (value head + GAE), grpo (group mean/std baseline), rloo (leave-one-out baseline), "
         "reinforce_pp (REINFORCE++: KL-shaped returns whitened over the batch). Offline, on `samples=`: sft "
-        "(supervised fine-tuning), dpo (direct preference optimisation). Offline on its own samples of `prompts=`: "
-        "rft (rejection-sampling fine-tuning). trlX's `PPOConfig` / `SFTConfig` / `RFTConfig` mean ppo / sft / rft.",
+        "(supervised fine-tuning), dpo (direct preference optimisation), ilql (implicit language Q-learning, with "
+        "`rewards=`). Offline on its own samples of `prompts=`: rft (rejection-sampling fine-tuning). trlX's "
+        "`PPOConfig` / `SFTConfig` / `RFTConfig` / `ILQLConfig` mean ppo / sft / rft / ilql.",
         "ppo",
     )
     num_rollouts: int = doc(
@@ -477,7 +473,7 @@ class PPOConfig:
     target: float | None = doc("Adaptive KL target per sequence (Ziegler et al. 2019); None: fixed coefficient.", None)
     horizon: int = doc("Adaptive KL controller horizon in samples.", 10000)
     kl_estimator: str = doc("Per-token KL estimator in the penalty: k1 (log-ratio), k2, k3 (Schulman 2020).", "k1")
-    gamma: float = doc("Discount factor of GAE.", 1.0)
+    gamma: float = doc("Discount factor of GAE (ilql: of the Q targets; trlX's ILQL default is 0.99).", 1.0)
     lam: float = doc("Lambda of GAE.", 0.95)
     cliprange: float = doc("PPO ratio clip epsilon (the lower one when cliprange_high is set).", 0.2)
     cliprange_high: float | None = doc(
@@ -536,13 +532,23 @@ class PPOConfig:
         "n_generations_per_prompt more per prompt with the current policy.",
         4,
     )
-    beta: float = doc("dpo: strength of the implicit KL to the reference (the reward scale beta).", 0.1)
+    beta: float | None = doc(
+        "dpo: strength of the implicit KL to the reference (the reward scale; None: 0.1). ilql: exponent of the "
+        "AWAC weights exp(beta * advantage) (None: 0, plain behaviour cloning as trlX).",
+        None,
+    )
     preference_loss: str = doc(
         "dpo: `dpo` (Rafailov et al. 2023, logistic) or `ipo` (Azar et al. 2023, squared margin).", "dpo"
     )
     label_smoothing: float = doc(
         "dpo: assumed probability that a preference label is flipped (conservative DPO); 0 is the paper's loss.", 0.0
     )
+    tau: float = doc("ilql: expectile of the V loss (0.5: the mean; towards 1: the max of the target Q).", 0.7)
+    cql_scale: float = doc("ilql: weight of the CQL term (cross-entropy of the Q values against the data).", 0.1)
+    awac_scale: float = doc("ilql: weight of the advantage-weighted LM cross-entropy (AWAC) term.", 1.0)
+    alpha: float = doc("ilql: Polyak step of the target-Q sync, target <- alpha Q + (1 - alpha) target.", 0.001)
+    steps_for_target_q_sync: int = doc("ilql: optimizer steps between target-Q syncs.", 5)
+    two_qs: bool = doc("ilql: two Q heads whose minimum is used (clipped double Q), else one.", True)
     gen_experience_kwargs: dict[str, Any] | None = doc(
         "trlX: rollout sampling options different from gen_kwargs; only None (trlx samples rollouts and "
         "evaluations with gen_kwargs).",
@@ -603,6 +609,7 @@ class PPOConfig:
         self.check_groups()
         self.check_preference()
         self.check_rejection_sampling()
+        self.check_ilql()
         _require(
             self.gen_experience_kwargs is None,
             "method.gen_experience_kwargs",
@@ -688,9 +695,29 @@ class PPOConfig:
             f"{self.end_percentile}",
         )
 
+    def check_ilql(self) -> None:
+        """The ILQL fields, and gen_kwargs.beta (ILQL's sampling option) refused elsewhere."""
+        _require(0 < self.tau < 1, "method.tau", f"must be in (0, 1), got {self.tau}")
+        _require(0 < self.alpha <= 1, "method.alpha", f"must be in (0, 1], got {self.alpha}")
+        for name in ("cql_scale", "awac_scale"):
+            _require(getattr(self, name) >= 0, f"method.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _require(
+            isinstance(self.steps_for_target_q_sync, int) and self.steps_for_target_q_sync >= 1,
+            "method.steps_for_target_q_sync",
+            f"must be a positive integer, got {self.steps_for_target_q_sync!r}",
+        )
+        _require(
+            self.name == "ilql" or "beta" not in self.gen_kwargs,
+            "method.gen_kwargs.beta",
+            f"is ILQL's advantage scale when sampling; method.name {self.name} samples from its LM: remove it",
+        )
+
     def check_preference(self) -> None:
-        """The DPO fields."""
-        _require(self.beta > 0, "method.beta", f"must be positive, got {self.beta}")
+        """The DPO fields (and ILQL's beta)."""
+        if self.name == "ilql":
+            _require(self.method_beta >= 0, "method.beta", f"must be >= 0 (the AWAC exponent), got {self.beta}")
+        else:
+            _require(self.method_beta > 0, "method.beta", f"must be positive, got {self.beta}")
         _require(
             self.preference_loss in PREFERENCE_LOSSES,
             "method.preference_loss",
@@ -701,6 +728,13 @@ class PPOConfig:
             "method.label_smoothing",
             f"must be in [0, 0.5) (a flip probability; 0.5 would make every label noise), got {self.label_smoothing}",
         )
+
+    @property
+    def method_beta(self) -> float:
+        """`beta`, or the method's default when it is None: dpo 0.1, ilql 0 (trlX's)."""
+        if self.beta is not None:
+            return float(self.beta)
+        return 0.0 if self.name == "ilql" else 0.1
 
     @property
     def is_online(self) -> bool:

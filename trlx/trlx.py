@@ -13,9 +13,9 @@ from transformers import PretrainedConfig
 
 from trlx.checkpoint import INITIAL_MODEL_DIR, clear_run_outputs
 from trlx.config import TRLConfig
-from trlx.data.default_configs import default_ppo_config, default_sft_config
+from trlx.data.default_configs import default_ilql_config, default_ppo_config, default_sft_config
 from trlx.data.prompts import PromptPipeline, to_prompts
-from trlx.data.samples import preference_examples, sft_examples
+from trlx.data.samples import normalized_returns, preference_examples, sft_examples, split_rewards
 from trlx.distributed import (
     loading_full_weights,
     make_accelerator,
@@ -26,6 +26,7 @@ from trlx.distributed import (
 )
 from trlx.logging import quiet_transformers
 from trlx.models.gguf import resolve_model_path
+from trlx.models.ilql import ILQLPolicy
 from trlx.models.policy import (
     PolicyWithValueHead,
     check_decoder_only,
@@ -40,7 +41,7 @@ from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
 from trlx.rewards.scoring import check_signature
 from trlx.task import load_function, load_prompts, load_samples
-from trlx.trainers.objectives import DPOObjective, SFTObjective
+from trlx.trainers.objectives import DPOObjective, ILQLObjective, SFTObjective
 from trlx.trainers.offline import OfflineTrainer
 from trlx.trainers.online import OnlineTrainer
 from trlx.trainers.rft import RFTObjective
@@ -66,7 +67,9 @@ def train(
     are strings or dicts with a `prompt` key (other keys are passed to reward_fn / metric_fn as lists).
     Offline (`samples=`): supervised fine-tuning (method.name sft, the default without a config: see
     `trlx.data.samples` for the sample forms), or DPO (method.name dpo) on (prompt, chosen, rejected) triples or
-    a `trlx label` comparisons file; `eval_prompts` with a reward_fn or metric_fn are sampled and scored.
+    a `trlx label` comparisons file. Offline RL (`samples=` + `rewards=`, one number per sample; trlX's
+    `dataset=(samples, rewards)` too): ILQL (the default then). `eval_prompts` with a reward_fn or metric_fn are
+    sampled (ILQL: from its advantage-shifted policy) and scored.
 
     `model_path` is a folder, a Hub name, `gguf:smollm2-135m`, or (as in trlX) a `transformers.PretrainedConfig`:
     a model with random weights built from it, saved to `<checkpoint_dir>/initial_model` first (it needs
@@ -166,24 +169,18 @@ def make_trainer(
     stop_sequences: Sequence[str] | None = None,
 ) -> OnlineTrainer | OfflineTrainer:
     """Everything `train` does except `learn()`: validated inputs, loaded models, a ready trainer (OnlineTrainer
-    for reward_fn + prompts, OfflineTrainer for samples=)."""
-    if dataset is not None or rewards is not None:
-        raise NotImplementedError(
-            "offline RL (samples= + rewards=, trlX's ILQL, or dataset=) is not implemented yet; samples= alone trains "
-            "with SFT (or DPO on preference triples, method.name=dpo), reward_fn= + prompts= online"
-        )
+    for reward_fn + prompts, OfflineTrainer for samples= and rft)."""
+    if dataset is not None:  # trlX's older spelling of samples= + rewards=
+        samples, rewards = dataset
     if samples is None and config is not None and config.method.trains_on_samples and config.task.samples:
         samples = load_samples(config.task.samples)
+    if rewards is None and samples is not None and (config is None or config.method.name == "ilql"):
+        samples, rewards = split_rewards(samples)  # {"sample", "reward"} rows (a task.samples file for ilql)
     offline = samples is not None
-    config = config or (default_sft_config() if offline else default_ppo_config())
-    if offline and not config.method.trains_on_samples:
-        raise ValueError(
-            f"samples= is a static dataset, trained on by method.name sft or dpo, but the config has method.name "
-            f"{config.method.name} (trained on reward_fn= and prompts=); use trlx.data.default_configs."
-            "default_sft_config() or default_dpo_config(), or pass no config"
-        )
-    if not offline and config.method.trains_on_samples:
-        raise ValueError(f"method.name {config.method.name} trains on samples=: pass the dataset as samples=[...]")
+    if config is None:  # as trlX: samples + rewards is ILQL, samples alone SFT, else PPO
+        config = default_ilql_config() if rewards is not None else default_sft_config() if offline else None
+        config = config or default_ppo_config()
+    check_offline_inputs(config, samples, rewards)
     task = config.task
     if reward_fn is None and task.reward_fn:
         reward_fn = load_function(task.reward_fn, "task.reward_fn")
@@ -221,7 +218,16 @@ def make_trainer(
             eval_pipeline = eval_pipeline.select(*shard_padded(len(eval_pipeline), accelerator))
             check_scorers(reward_fn, metric_fn, {"eval_prompts": eval_pipeline.metadata_keys})
         return make_offline_trainer(
-            config, accelerator, resume_path, tokenizer, samples, eval_pipeline, reward_fn, metric_fn, stop_sequences
+            config,
+            accelerator,
+            resume_path,
+            tokenizer,
+            samples,
+            rewards,
+            eval_pipeline,
+            reward_fn,
+            metric_fn,
+            stop_sequences,
         )
     max_prompt_length, budget = prompt_budget(config)
     if prompts is None:
@@ -246,7 +252,7 @@ def make_trainer(
             config,
             accelerator,
             resume_path,
-            lm,
+            PolicyWithValueHead(lm, value_head=False),
             objective,
             tokenizer,
             eval_pipeline,
@@ -271,6 +277,29 @@ def make_trainer(
     if resume_path is not None:
         trainer.resume(resume_path)
     return trainer
+
+
+def check_offline_inputs(config: TRLConfig, samples: Any, rewards: Any) -> None:
+    """samples= (and rewards=) agree with method.name: sft / dpo on samples, ilql on samples with rewards."""
+    name = config.method.name
+    if samples is not None and not config.method.trains_on_samples:
+        raise ValueError(
+            f"samples= is a static dataset, trained on by method.name sft, dpo or ilql, but the config has method.name "
+            f"{name} (trained on reward_fn= and prompts=); use trlx.data.default_configs.default_sft_config(), "
+            "default_dpo_config() or default_ilql_config(), or pass no config"
+        )
+    if samples is None and config.method.trains_on_samples:
+        raise ValueError(f"method.name {name} trains on samples=: pass the dataset as samples=[...]")
+    if rewards is not None and name != "ilql":
+        raise ValueError(
+            f"rewards= (one per sample) is offline RL, method.name ilql, but the config has method.name {name}; use "
+            "trlx.data.default_configs.default_ilql_config(), or pass no config"
+        )
+    if rewards is None and name == "ilql":
+        raise ValueError(
+            "method.name ilql learns from rewarded samples: pass rewards=[...] (one number per sample), or samples "
+            'as {"sample": ..., "reward": ...} rows'
+        )
 
 
 def check_scorers(
@@ -337,30 +366,45 @@ def make_offline_trainer(
     resume_path: Path | None,
     tokenizer: Any,
     samples: Any,
+    rewards: Sequence[float] | None,
     eval_prompts: PromptPipeline | None,
     reward_fn: Callable[..., Any] | None,
     metric_fn: Callable[..., Any] | None,
     stop_sequences: Sequence[str] | None,
 ) -> OfflineTrainer:
-    """SFT or DPO: every process tokenizes and checks all samples (a bad one fails everywhere at once, before
-    the model loads), keeps an equal share, and trains on it."""
-    seq_length = config.train.seq_length
-    if config.method.name == "sft":
-        data: list[Any] = sft_examples(samples, tokenizer, seq_length)
+    """SFT, DPO or ILQL: every process tokenizes and checks all samples (a bad one fails everywhere at once,
+    before the model loads), keeps an equal share, and trains on it."""
+    seq_length, method, pad_id = config.train.seq_length, config.method, tokenizer.pad_token_id
+    if method.name == "dpo":
+        data: list[Any] = preference_examples(samples, tokenizer, seq_length)
     else:
-        data = preference_examples(samples, tokenizer, seq_length)
+        data = sft_examples(samples, tokenizer, seq_length)
+    returns = normalized_returns(rewards, len(data)) if method.name == "ilql" else []
     indices, _ = shard_padded(len(data), accelerator)  # equal shares: repeats even them out
     data = [data[i] for i in indices]
     lm, reference = load_policy_lm(config, accelerator)
-    if config.method.name == "sft":
-        objective: Any = SFTObjective(data, tokenizer.pad_token_id)
+    policy: Any = PolicyWithValueHead(lm, value_head=False)
+    if method.name == "sft":
+        objective: Any = SFTObjective(data, pad_id)
+    elif method.name == "ilql":
+        objective = ILQLObjective(data, [returns[i] for i in indices], pad_id, method)
+        policy = ILQLPolicy(lm, method.two_qs, float(method.gen_kwargs.get("beta", 1.0)))
     else:
         device = accelerator.device
         forward = reference.to(device).forward_fn()
-        objective = DPOObjective(data, tokenizer.pad_token_id, config.method, forward, device)
+        objective = DPOObjective(data, pad_id, method, forward, device)
         del reference  # its log-probs are computed: the frozen copy is not needed during training
     return offline_trainer(
-        config, accelerator, resume_path, lm, objective, tokenizer, eval_prompts, reward_fn, metric_fn, stop_sequences
+        config,
+        accelerator,
+        resume_path,
+        policy,
+        objective,
+        tokenizer,
+        eval_prompts,
+        reward_fn,
+        metric_fn,
+        stop_sequences,
     )
 
 
@@ -368,7 +412,7 @@ def offline_trainer(
     config: TRLConfig,
     accelerator: Accelerator,
     resume_path: Path | None,
-    lm: Any,
+    policy: Any,
     objective: Any,
     tokenizer: Any,
     eval_prompts: PromptPipeline | None,
@@ -379,7 +423,7 @@ def offline_trainer(
     """The offline loop around `objective`, resumed from `resume_path` when given."""
     trainer = OfflineTrainer(
         config=config,
-        policy=PolicyWithValueHead(lm, value_head=False),
+        policy=policy,
         objective=objective,
         tokenizer=tokenizer,
         eval_prompts=eval_prompts,

@@ -63,12 +63,16 @@ def main() -> None:
     words = ["the movie was", "this film is", "i think it", "the acting", "the plot", "a story", "the music"]
     prompts = [{"prompt": p, "split": "train"} for p in words[:num_prompts]]
     eval_prompts = [{"prompt": p, "split": "eval"} for p in words[:num_eval_prompts]]
-    if config.method.trains_on_samples:  # sft / dpo: a static dataset; eval prompts scored as above
+    if config.method.trains_on_samples:  # sft / dpo / ilql: a static dataset; eval prompts scored as above
         samples = {
             "sft": [[w, " good great fun"] for w in words],
+            "ilql": [[w, " good great fun" if i % 2 else " the the the"] for i, w in enumerate(words)],
             "dpo": [(w, " good great fun", " the the the") for w in words],
         }[config.method.name]
-        trainer = trlx.train(samples=samples, reward_fn=reward_fn, eval_prompts=eval_prompts, config=config)
+        rewards = [float(i % 2) for i in range(len(samples))] if config.method.name == "ilql" else None
+        trainer = trlx.train(
+            samples=samples, rewards=rewards, reward_fn=reward_fn, eval_prompts=eval_prompts, config=config
+        )
     else:
         trainer = trlx.train(reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts, config=config)
 

@@ -1,4 +1,4 @@
-"""SFT, DPO and RFT on 2 processes (torchrun, gloo on CPU): each process trains on its own share of the data
+"""SFT, DPO, ILQL and RFT on 2 processes (torchrun, gloo on CPU): each process trains on its own share of the data
 (RFT: of the prompts, its selection evened out so both take the same steps), gradients are averaged, weights
 stay in sync and only the main process writes."""
 
@@ -25,7 +25,7 @@ def model_dir(tmp_path_factory):
     return save_tiny_gpt2(tmp_path_factory.mktemp("model") / "tiny-gpt2")
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo", "rft"])
+@pytest.mark.parametrize("method", ["sft", "dpo", "ilql", "rft"])
 def test_two_processes_stay_in_sync_and_log_once(model_dir, tmp_path, method):
     overrides = {**OFFLINE, "method.name": method, **(RFT if method == "rft" else {})}
     result = run_ppo(model_dir, tmp_path, overrides)
@@ -39,3 +39,5 @@ def test_two_processes_stay_in_sync_and_log_once(model_dir, tmp_path, method):
         assert all("rewards/accuracy" in r for r in result.metrics if "loss/total" in r)
     if method == "rft":
         assert any("rft/selected" in r for r in result.metrics)
+    if method == "ilql":  # the target heads too (synced by Polyak steps on each process) stay equal
+        assert any(k.startswith("ilql_heads.target_q_heads") for k in rank0)

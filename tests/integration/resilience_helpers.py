@@ -99,8 +99,12 @@ def training_rows(checkpoint_dir: Path) -> list[dict[str, Any]]:
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    head = checkpoint / "value_head.safetensors"  # PPO's critic; the critic-free methods have none
-    return {**load_file(str(checkpoint / "model.safetensors")), **(load_file(str(head)) if head.is_file() else {})}
+    out = load_file(str(checkpoint / "model.safetensors"))
+    for name in ("value_head", "ilql_heads"):  # PPO's critic, ILQL's heads; the other methods have none
+        head = checkpoint / f"{name}.safetensors"
+        if head.is_file():
+            out.update({f"{name}.{k}": v for k, v in load_file(str(head)).items()})
+    return out
 
 
 if __name__ == "__main__":  # the interrupt test's subprocess: python resilience_helpers.py MODEL DIR STEPS

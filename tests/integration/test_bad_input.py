@@ -58,9 +58,9 @@ def test_missing_or_uncallable_reward_fn(tiny_gpt2_path, no_model_loading):
         trlx.train(str(tiny_gpt2_path), reward_fn=[1.0], prompts=TINY_PROMPTS)
 
 
-def test_offline_modes_say_they_are_not_there_yet(no_model_loading):
-    with pytest.raises(NotImplementedError, match="offline RL"):
-        trlx.train("gpt2", samples=["a"], rewards=[1.0])
+def test_offline_rl_with_a_reward_per_sample_missing_fails_before_loading(tiny_gpt2_path, no_model_loading):
+    with pytest.raises(ValueError, match=r"rewards has 1 values for 2 samples"):
+        trlx.train(str(tiny_gpt2_path), samples=["a good film", "a bad film"], rewards=[1.0])
 
 
 @pytest.mark.parametrize(

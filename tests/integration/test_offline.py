@@ -162,7 +162,8 @@ def test_stop_and_resume_equals_an_uninterrupted_run(model, tmp_path, method):
 def test_offline_bad_input_is_refused_before_the_model_loads(model, tmp_path):
     with pytest.raises(
         ValueError,
-        match=r"samples= is a static dataset, trained on by method.name sft or dpo, but the config has method.name ppo",
+        match=r"samples= is a static dataset, trained on by method.name sft, dpo or ilql, but the config has method.name "
+        "ppo",
     ):
         trlx.train(str(model), samples=SFT_SAMPLES, config=default_ppo_config())
     with pytest.raises(ValueError, match=r"method.name sft trains on samples=: pass the dataset as samples"):
@@ -172,8 +173,8 @@ def test_offline_bad_input_is_refused_before_the_model_loads(model, tmp_path):
             prompts=TINY_PROMPTS,
             config=default_sft_config(),
         )
-    with pytest.raises(NotImplementedError, match=r"offline RL \(samples= \+ rewards=, trlX's ILQL"):
-        trlx.train(str(model), samples=["the movie"], rewards=[1.0])
+    with pytest.raises(ValueError, match=r"rewards= \(one per sample\) is offline RL, method.name ilql, but"):
+        trlx.train(str(model), samples=["the movie"], rewards=[1.0], config=default_sft_config())
     with pytest.raises(TypeError, match=r"samples\[0\] must be \(prompt, chosen, rejected\) strings"):
         trlx.train(str(model), samples=["the movie was good"], config=dpo_config(tmp_path))
 

@@ -64,7 +64,8 @@ CONFIG_CASES = [
     (
         "unknown_method",
         ["method.name=kto"],
-        r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp, sft, dpo, rft \(or trlX's PPOConfig, SFTConfig, RFTConfig\); got 'kto'",
+        r"method\.name: allowed: ppo, grpo, rloo, reinforce_pp, sft, dpo, ilql, rft \(or trlX's PPOConfig, SFTConfig, "
+        r"RFTConfig, ILQLConfig\); got 'kto'",
     ),
     ("group_of_one", ["method.name=grpo"], r"method\.num_generations: grpo needs at least 2 completions per prompt"),
     (

@@ -92,7 +92,7 @@ def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
             "train.batch_size: (3) leaves a last minibatch of 2 samples per epoch",
         ),
         ({"task": {"stop_sequences": [""]}}, "task.stop_sequences"),
-        ({"method": {"name": "ilqlconfig"}}, "method.name: allowed: ppo, grpo, rloo, reinforce_pp"),
+        ({"method": {"name": "kto"}}, "method.name: allowed: ppo, grpo, rloo, reinforce_pp"),
         ({"method": {"name": "grpo"}}, "method.num_generations: grpo needs at least 2 completions per prompt"),
         ({"method": {"name": "rloo", "num_generations": 1}}, "method.num_generations: rloo needs at least 2"),
         (

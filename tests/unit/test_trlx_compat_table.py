@@ -24,7 +24,8 @@ TRLX_FIELDS = {
     "save_optimizer resume_from_checkpoint tracker logging_dir tags seed minibatch_size",
     "method": "name ppo_epochs num_rollouts chunk_size init_kl_coef target horizon gamma lam cliprange "
     "cliprange_value vf_coef scale_reward ref_mean ref_std cliprange_reward gen_kwargs gen_experience_kwargs "
-    "num_value_layers_unfrozen n_generations_per_prompt start_percentile end_percentile n_improve_steps",
+    "num_value_layers_unfrozen n_generations_per_prompt start_percentile end_percentile n_improve_steps "
+    "tau cql_scale awac_scale alpha beta steps_for_target_q_sync two_qs",  # ILQLConfig
 }
 STATUSES = {"supported", "differs", "warns", "refused"}
 

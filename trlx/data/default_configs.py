@@ -10,9 +10,10 @@ from trlx.config import (
     TrainConfig,
     TRLConfig,
 )
-from trlx.data.method_configs import RFTConfig, SFTConfig
+from trlx.data.method_configs import ILQLConfig, RFTConfig, SFTConfig
 
 __all__ = [
+    "ILQLConfig",
     "ModelConfig",
     "OptimizerConfig",
     "PPOConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "default_dpo_config",
     "default_grpo_config",
+    "default_ilql_config",
     "default_ppo_config",
     "default_rft_config",
     "default_sft_config",
@@ -52,6 +54,30 @@ def default_sft_config() -> TRLConfig:
         model={"num_layers_unfrozen": -1},
         optimizer={"kwargs": {"lr": 1.0e-4}},
         method={"name": "sft", "gen_kwargs": {"max_new_tokens": 40}},
+    )
+
+
+def default_ilql_config() -> TRLConfig:
+    """trlX's ILQL defaults: 64-token samples, 128 per step, 1000 steps, lr 5e-5 (constant: trlX's cosine with
+    eta_min = lr), the whole model trained; tau 0.7, gamma 0.99, CQL 0.1, AWAC 1 with beta 0, target-Q Polyak
+    alpha 0.001 every 5 steps, two Q heads; sampled with top_k 20 and beta 1 (advantage-shifted logits)."""
+    return TRLConfig().evolve(
+        train={"seq_length": 64, "batch_size": 128, "total_steps": 1000, "eval_interval": 100},
+        model={"num_layers_unfrozen": -1},
+        tokenizer={"truncation_side": "right"},
+        optimizer={"kwargs": {"lr": 5.0e-5}},
+        method={
+            "name": "ilql",
+            "tau": 0.7,
+            "gamma": 0.99,
+            "cql_scale": 0.1,
+            "awac_scale": 1.0,
+            "alpha": 0.001,
+            "beta": 0.0,
+            "steps_for_target_q_sync": 5,
+            "two_qs": True,
+            "gen_kwargs": {"max_new_tokens": 56, "top_k": 20, "beta": 1.0, "temperature": 1.0},
+        },
     )
 
 

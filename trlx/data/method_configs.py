@@ -1,4 +1,4 @@
-"""trlX-compatible import paths: `from trlx.data.method_configs import PPOConfig, SFTConfig, RFTConfig`.
+"""trlX-compatible import paths: `from trlx.data.method_configs import PPOConfig, SFTConfig, RFTConfig, ILQLConfig`.
 
 trlx has one method section for every method (`method.name` picks it); `SFTConfig` is that section with
 `name` defaulting to sft, so trlX's `SFTConfig(name="sftconfig", gen_kwargs=...)` builds the same config.
@@ -19,4 +19,9 @@ class RFTConfig(PPOConfig):
     name: str = doc("The method; `rft` (trlX's `rftconfig`).", "rft")
 
 
-__all__ = ["PPOConfig", "RFTConfig", "SFTConfig"]
+@dataclass
+class ILQLConfig(PPOConfig):
+    name: str = doc("The method; `ilql` (trlX's `ilqlconfig`).", "ilql")
+
+
+__all__ = ["ILQLConfig", "PPOConfig", "RFTConfig", "SFTConfig"]

@@ -271,3 +271,38 @@ def preference_examples(
             stacklevel=2,
         )
     return pairs
+
+
+def normalized_returns(rewards: Any, n_samples: int) -> list[float]:
+    """ILQL's per-sample returns: `rewards` (one finite number per sample) centred and divided by their std over
+    the whole dataset, as trlX does (a single sample or equal rewards are only centred)."""
+    if isinstance(rewards, (str, bytes)) or not hasattr(rewards, "__len__"):
+        raise TypeError(f"rewards must be a list of numbers, one per sample, got {type(rewards).__name__}")
+    if len(rewards) != n_samples:
+        raise ValueError(f"rewards has {len(rewards)} values for {n_samples} samples: give one reward per sample")
+    for i, r in enumerate(rewards):
+        if isinstance(r, bool) or not isinstance(r, (int, float)) and not (hasattr(r, "item") and r.ndim == 0):
+            raise TypeError(f"rewards[{i}] must be a number, got {r!r:.40}")
+    returns = torch.tensor([float(r) for r in rewards], dtype=torch.float64)
+    bad = (~torch.isfinite(returns)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"rewards[{bad[0]}] is {returns[bad[0]].item()}: rewards must be finite ({len(bad)} are not)")
+    returns = returns - returns.mean()
+    std = returns.std() if len(returns) > 1 else torch.tensor(0.0)
+    if std > 0:
+        returns = returns / std
+    return returns.tolist()
+
+
+def split_rewards(samples: Any) -> tuple[Any, list[Any] | None]:
+    """`{"sample": ..., "reward": ...}` rows (an ILQL samples file) as (samples, rewards); anything else as is."""
+    if isinstance(samples, (str, Path)) or not samples or not all(isinstance(s, dict) for s in samples):
+        return samples, None
+    if not all("reward" in s for s in samples):
+        return samples, None
+    missing = next((i for i, s in enumerate(samples) if "sample" not in s), None)
+    if missing is not None:
+        raise ValueError(
+            f'samples[{missing}] has a "reward" but no "sample": rows are {{"sample": ..., "reward": ...}}'
+        )
+    return [s["sample"] for s in samples], [s["reward"] for s in samples]

@@ -52,31 +52,53 @@ class PolicyWithValueHead(nn.Module):
         last K = logits_to_keep positions (all L when 0, or when the model has no `logits_to_keep`); values are
         None without a value head.
 
-        The value head reads the LM head's input, caught by a hook, so neither the full-length logits nor every
-        layer's hidden states (`output_hidden_states`) are materialised.
+        The value head reads the LM head's input (`forward_with_head_input`), so neither the full-length logits
+        nor every layer's hidden states (`output_hidden_states`) are materialised.
         """
-        keep = {"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}
-        captured: list[Tensor] = []
-        head = self.lm.get_output_embeddings()
-        handle = None
-        if self.value_head is not None:
-            handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-        try:
-            out = self.lm(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-                **keep,
-            )
-        finally:
-            if handle is not None:
-                handle.remove()
         if self.value_head is None:
+            keep = {"logits_to_keep": logits_to_keep} if self.accepts_keep and logits_to_keep else {}
+            out = self.lm(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **keep
+            )
             return out.logits, None
-        hidden = captured[-1][:, -out.logits.shape[1] :]
+        out, hidden = forward_with_head_input(
+            self.lm, self.accepts_keep, input_ids, attention_mask, position_ids, logits_to_keep
+        )
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits, values
+
+    @property
+    def sampling_lm(self) -> nn.Module:
+        """The model the sampler decodes with: the LM itself (ILQL's policy shifts its logits instead)."""
+        return self.lm
+
+
+def forward_with_head_input(
+    lm: nn.Module,
+    accepts_keep: bool,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    logits_to_keep: int = 0,
+    **kwargs: Any,
+) -> tuple[Any, Tensor]:
+    """The LM's output (logits (B, K, V) for its last K = logits_to_keep positions, and its KV cache when asked)
+    and the hidden states its LM head read there (B, K, H), caught by a hook on the head, so neither full-length logits nor every layer's hidden states
+    are kept. `kwargs` go to the LM (a KV cache when decoding; `use_cache` defaults to False)."""
+    keep = {"logits_to_keep": logits_to_keep} if accepts_keep and logits_to_keep else {}
+    captured: list[Tensor] = []
+    handle = lm.get_output_embeddings().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        out = lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{"use_cache": False, **kwargs},
+            **keep,
+        )
+    finally:
+        handle.remove()
+    return out, captured[-1][:, -out.logits.shape[1] :]
 
 
 def _contiguous_input(module: nn.Module, args: tuple) -> tuple:

@@ -29,6 +29,7 @@ SUPPORTED: dict[str, str] = {
     "pad_token_id": "accepted for trlX configs; padding is masked, so the id does not affect training",
     "use_cache": "accepted for trlX configs; the KV cache is always used",
     "num_return_sequences": "must be 1 (set method.num_generations for several completions per prompt)",
+    "beta": "ilql only: the sampling policy is log pi + beta * (min target Q - V) (trlX's; default 1, 0: the LM)",
 }
 
 _DEPENDS_ON_HISTORY = "makes each token's probability depend on the tokens before it in a way trlx does not score"
@@ -105,6 +106,11 @@ def gen_kwargs_problem(gen_kwargs: dict[str, Any]) -> tuple[str, str] | None:
             "num_return_sequences",
             gen_kwargs.get("num_return_sequences", 1) == 1,
             "must be 1: set method.num_generations for several completions per prompt (a group)",
+        ),
+        (
+            "beta",
+            _is_number(gen_kwargs.get("beta", 1.0)) and gen_kwargs.get("beta", 1.0) >= 0,
+            "must be a number >= 0",
         ),
         ("eos_token_id", _is_ids(gen_kwargs.get("eos_token_id", [])), "must be a token id or a list of token ids"),
         (

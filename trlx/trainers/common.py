@@ -85,10 +85,11 @@ def make_logger(config: TRLConfig, accelerator: Accelerator) -> MetricsLogger | 
 
 
 def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None) -> Generation:
-    """Sample continuations of `batch` from the policy (gathering sharded parameters for generation)."""
+    """Sample continuations of `batch` from the policy's `sampling_lm` (its LM; ILQL's advantage-shifted policy),
+    gathering sharded parameters for generation."""
     trainer.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
     accelerator = trainer.accelerator
-    lm = accelerator.unwrap_model(trainer.policy).lm
+    lm = accelerator.unwrap_model(trainer.policy).sampling_lm
     with full_params_for_generation(accelerator, trainer.policy) as synced, accelerator.autocast():
         all_finished = (lambda done: not any_process(accelerator, not done)) if synced else None
         return generate(lm, batch, trainer.tokenizer, trainer.sampling, trainer.stop_sequences, all_finished, trunk)

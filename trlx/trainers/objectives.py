@@ -3,6 +3,8 @@
 - `SFTObjective`: the negative log-likelihood of the learned tokens (completions, assistant turns).
 - `DPOObjective`: the DPO / IPO loss on (prompt, chosen, rejected) pairs against reference log-probs that are
   computed once, up front, so the reference model is not kept during training.
+- `ILQLObjective`: ILQL's loss on samples with one reward each, the target Q heads synced every
+  `steps_for_target_q_sync` optimizer steps.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trlx.algorithms.ilql import ilql_loss, sync_target_heads
 from trlx.algorithms.preference import dpo_loss
 from trlx.algorithms.sft import sft_loss
 from trlx.config import PPOConfig
+from trlx.data.prompts import position_ids_from_mask
 from trlx.data.samples import SequenceBatch, TokenizedExample, collate
 from trlx.rollout.scoring import ForwardFn, score_response
 
@@ -46,6 +50,9 @@ class SFTObjective:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Nothing to restore: the dataset is fixed."""
+
+    def end_step(self, trainer: Any, step: int) -> None:
+        """Nothing after an optimizer step (ilql syncs its target heads here)."""
 
     def normalizer(self, batch: SequenceBatch) -> Tensor:
         return batch.loss_mask.sum()  # a token mean over the whole batch, whatever the micro-batching
@@ -125,6 +132,7 @@ class DPOObjective:
     start_pass = SFTObjective.start_pass
     state_dict = SFTObjective.state_dict
     load_state_dict = SFTObjective.load_state_dict
+    end_step = SFTObjective.end_step
 
     def loss(self, policy: Any, micro: PairBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:
         chosen = sequence_logprobs(policy, micro.chosen).sum(-1)
@@ -135,7 +143,7 @@ class DPOObjective:
             rejected,
             micro.ref_chosen,
             micro.ref_rejected,
-            method.beta,
+            method.method_beta,
             method.label_smoothing,
             method.preference_loss,  # type: ignore[arg-type]
         )
@@ -153,3 +161,96 @@ def pair_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[str, 
         "rewards/margin": (chosen_rewards - rejected_rewards).mean().item(),
         "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
     }
+
+
+@dataclass
+class ILQLBatch:
+    """Samples (their learned tokens are the actions) and each sample's normalised return, (B,)."""
+
+    sequences: SequenceBatch
+    returns: Tensor
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def select(self, index: Tensor) -> ILQLBatch:
+        return ILQLBatch(self.sequences.select(index), self.returns[index])
+
+    def to(self, device: torch.device | str) -> ILQLBatch:
+        return ILQLBatch(self.sequences.to(device), self.returns.to(device))
+
+
+def action_positions(loss_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The learned positions of each row, in order and packed to the left: (B, A) long indices into the response
+    and their (B, A) float validity mask, A the most actions of a row. Multi-turn samples' prompt turns are thus
+    skipped, so the state after an output's last token is followed by the next output's first action state."""
+    counts = loss_mask.sum(1).long()
+    width = int(counts.max().item()) if len(counts) else 0
+    order = torch.sort((loss_mask == 0).to(torch.int8), dim=1, stable=True).indices
+    valid = torch.arange(width, device=loss_mask.device)[None, :] < counts[:, None]
+    return order[:, :width], valid.float()
+
+
+class ILQLObjective:
+    """Implicit language Q-learning (trlx.algorithms.ilql) on samples whose reward falls on their last action."""
+
+    def __init__(
+        self, examples: Sequence[TokenizedExample], returns: Sequence[float], pad_id: int, method: PPOConfig
+    ) -> None:
+        self.sft = SFTObjective(examples, pad_id)
+        self.lengths = self.sft.lengths
+        self.returns = torch.tensor(list(returns), dtype=torch.float)
+        self.method = method
+
+    def batch(self, indices: Sequence[int]) -> ILQLBatch:
+        return ILQLBatch(self.sft.batch(indices), self.returns[torch.tensor(list(indices), dtype=torch.long)])
+
+    def normalizer(self, batch: ILQLBatch) -> Tensor:
+        return batch.sequences.loss_mask.sum()  # every term is a mean over the batch's actions
+
+    start_pass = SFTObjective.start_pass
+    state_dict = SFTObjective.state_dict
+    load_state_dict = SFTObjective.load_state_dict
+
+    def end_step(self, trainer: Any, step: int) -> None:
+        """Polyak-average the target Q heads towards the Q heads every steps_for_target_q_sync steps (trlX's)."""
+        if step % self.method.steps_for_target_q_sync == 0:
+            heads = trainer.accelerator.unwrap_model(trainer.policy).ilql_heads
+            sync_target_heads(heads.q_heads, heads.target_q_heads, self.method.alpha)
+
+    def loss(self, policy: Any, micro: ILQLBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:
+        seq = micro.sequences
+        positions, mask = action_positions(seq.loss_mask)
+        input_ids = torch.cat([seq.query_ids, seq.response_ids], dim=1)
+        attention_mask = torch.cat([seq.query_mask, seq.response_mask], dim=1)
+        keep = seq.response_ids.shape[1] + 1  # logit P-1+t predicts response token t
+        out = policy(input_ids, attention_mask, position_ids_from_mask(attention_mask), keep, positions)
+        actions = seq.response_ids.gather(1, positions)
+        last = (mask.sum(1).long() - 1).clamp(min=0)
+        rewards = torch.zeros_like(mask).scatter(1, last[:, None], micro.returns[:, None].to(mask.dtype))
+        values = torch.cat([out.values, torch.zeros_like(out.values[:, :1])], dim=1)  # V(terminal) = 0
+        method = self.method
+        result = ilql_loss(
+            out.logits,
+            out.qs,
+            out.target_qs,
+            values,
+            actions,
+            rewards,
+            mask,
+            method.gamma,
+            method.tau,
+            method.cql_scale,
+            method.awac_scale,
+            method.method_beta,
+        )
+        share = mask.sum() / total
+        stats = {
+            "loss/q": result.q.item(),
+            "loss/v": result.v.item(),
+            "loss/cql": result.cql.item(),
+            "loss/awac": result.awac.item(),
+            "values/advantage_mean": result.advantage.item(),
+            "values/v_mean": ((out.values * mask).sum() / mask.sum().clamp(min=1)).item(),
+        }
+        return result.loss * share, stats, share.item()

@@ -1,4 +1,4 @@
-"""The loop of every offline method (SFT, DPO), read top to bottom.
+"""The loop of every offline method (SFT, DPO, ILQL, RFT), read top to bottom.
 
     learn():  evaluate → repeat { next length-grouped batch of the dataset → the method's loss over
               gradient-accumulation micro-batches → optimizer step → log / eval / checkpoint } → final checkpoint
@@ -58,6 +58,10 @@ class Objective(Protocol):
 
     def start_pass(self, trainer: Any, epoch: int) -> None:
         """Called before each pass over the data; rft samples and selects the pass's data here (sft, dpo: no-op)."""
+        ...
+
+    def end_step(self, trainer: Any, step: int) -> None:
+        """Called after optimizer step `step`; ilql syncs its target Q heads here (the others: no-op)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -223,7 +227,9 @@ class OfflineTrainer:
         batch = batch.to(self.accelerator.device)
         total = self.objective.normalizer(batch).clamp(min=1)
         micros = common.micro_batches(batch, self.accelerator.gradient_accumulation_steps)
-        return common.accumulated_step(self, micros, lambda micro: self.objective.loss(self.policy, micro, total))
+        metrics = common.accumulated_step(self, micros, lambda micro: self.objective.loss(self.policy, micro, total))
+        self.objective.end_step(self, self.step + 1)
+        return metrics
 
     # ------------------------------------------------------------------ evaluation, logging, checkpoints
     def evaluate(self) -> dict[str, float]:

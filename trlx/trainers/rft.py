@@ -130,6 +130,8 @@ class RFTObjective:
     def loss(self, policy: Any, micro: Any, total: Tensor) -> tuple[Tensor, dict[str, float], float]:
         return self.sft.loss(policy, micro, total)
 
+    end_step = SFTObjective.end_step
+
     def state_dict(self) -> dict[str, Any]:
         return {"completions": self.completions, "selected": self.selected}
 

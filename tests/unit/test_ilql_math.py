@@ -84,3 +84,41 @@ def test_policy_logits_shift_log_pi_by_beta_times_the_advantage():
     assert ilql_policy_logits(logits, [q1], torch.tensor([1.0]), beta=0.0).softmax(-1)[0].tolist() == pytest.approx(
         [0.25, 0.75]
     )  # beta 0: the behaviour policy itself
+
+
+def test_action_positions_pack_each_rows_learned_tokens_in_order():
+    from trlx.trainers.objectives import action_positions
+
+    # Row 0: a two-turn sample (learned, prompt, learned, learned); row 1: one learned token, then padding.
+    loss_mask = torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    positions, valid = action_positions(loss_mask)
+    assert positions[0].tolist() == [0, 2, 3] and positions[1, 0].item() == 0
+    assert valid.tolist() == [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+
+
+def test_the_sampling_model_decodes_the_ilql_policy_of_the_full_forward(tiny_gpt2_path):
+    """Step-by-step decoding through ILQLSamplingLM (KV cache, last position only) gives, at every step, the ILQL
+    policy computed from one full forward of the whole sequence; beta 0 is the LM's own log-softmax."""
+    from trlx.data.prompts import position_ids_from_mask
+    from trlx.models.ilql import ILQLPolicy
+    from trlx.models.policy import load_causal_lm
+    from trlx.rollout.generation import _Decoder
+
+    torch.manual_seed(0)
+    policy = ILQLPolicy(load_causal_lm(str(tiny_gpt2_path)), two_qs=True, beta=2.0)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [3, 4, 5, 6, 7]])
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding on row 0
+    positions = position_ids_from_mask(mask)
+    with torch.no_grad():
+        full = policy(ids, mask, positions, 5, torch.arange(5).expand(2, 5))
+        decoder = _Decoder(policy.sampling_lm)  # the decode loop's own caller: KV cache, last position only
+        stepped = [decoder(ids[:, :3], mask[:, :3], positions[:, :3])]
+        stepped += [decoder(ids[:, t : t + 1], mask[:, : t + 1], positions[:, t : t + 1]) for t in (3, 4)]
+        for step, t in zip(stepped, (2, 3, 4)):
+            expected = ilql_policy_logits(
+                full.logits[:, t], [q[:, t] for q in full.target_qs], full.values[:, t], beta=2.0
+            )
+            assert torch.allclose(step, expected, atol=1e-5)
+        policy.beta = 0.0
+        plain = _Decoder(policy.sampling_lm)(ids, mask, positions)
+        assert torch.allclose(plain, torch.log_softmax(full.logits[:, 4], -1), atol=1e-5)
