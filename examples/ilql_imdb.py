@@ -1,8 +1,8 @@
 """ILQL offline RL on IMDB, in the spirit of trlX's `ilql_sentiments`: reviews as samples, their labels as rewards.
 
-1. Samples: an 8-word IMDB review opening as the prompt and the review's next words as the completion (its
-   tokens are ILQL's actions), with the review's label (1 positive, 0 negative) as the reward. No model
-   generated them: the behaviour data is what people wrote.
+1. Samples: an 8-word IMDB review opening as the prompt and the review's closing words (its verdict) as the
+   completion (its tokens are ILQL's actions), with the review's label (1 positive, 0 negative) as the reward.
+   No model generated them: the behaviour data is what people wrote.
 2. ILQL (Snell et al. 2022; trlX's ILQLConfig values except where noted below) on SmolLM2-135M-Instruct with the
    sentiment demo's model settings (configs/sentiment.yml: top 4 blocks trained).
 3. An independent scorer, VADER, scores continuations of 48 held-out openings sampled from the ILQL policy
@@ -33,9 +33,10 @@ from rich.table import Table
 
 from trlx.datasets.imdb import load_imdb
 from trlx.demos.sentiment.prompts import build_prompts, review_opening
-from trlx.demos.sentiment.report import read_jsonl
 from trlx.demos.sentiment.rewards import vader_reward
-from trlx.demos.sentiment.run import SMOLLM2, before_after_rows, fresh_output_dir, load_config
+from trlx.demos.sentiment.run import SMOLLM2, fresh_output_dir, load_config
+from trlx.logging import read_metrics
+from trlx.report import first_and_latest
 from trlx.trlx import make_trainer
 
 # ILQL on top of the sentiment demo's model and sampling settings. One Q head (two_qs false) and a target-Q
@@ -82,14 +83,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def behaviour_data(n: int, prompt_words: int, completion_words: int, exclude: set[str]) -> tuple[list, list]:
-    """[opening, continuation] samples of IMDB reviews (none opening like a held-out prompt), rewards = labels."""
+    """[opening, closing words] samples of IMDB reviews (none opening like a held-out prompt), rewards = labels.
+
+    The completion is the review's last words, where reviewers state their verdict ("... a must see, 9/10"):
+    the words right after an opening rarely reveal the label, so they would give ILQL almost nothing to learn.
+    """
     samples, rewards = [], []
     for review in load_imdb():
         words = review.text.split()
         opening = review_opening(review.text, prompt_words)
-        if len(words) <= prompt_words or opening in exclude:
+        if len(words) <= prompt_words + completion_words or opening in exclude:
             continue
-        samples.append([opening, " " + " ".join(words[prompt_words : prompt_words + completion_words])])
+        samples.append([opening, " " + " ".join(words[-completion_words:])])
         rewards.append(float(review.label))
         if len(samples) == n:
             break
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace, config: Any, demo: Any, console: Console) -> d
     initial_lm = lm_alone(trainer)  # the initial model, sampled as the sentiment demo samples it
     trainer.learn()
     out = Path(config.train.checkpoint_dir)
-    evals = [r for r in read_jsonl(out / "metrics.jsonl") if "eval/reward_mean" in r]
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if "eval/reward_mean" in r]
     beta = trainer.model.beta
     summary = {
         "samples": len(samples),
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace, config: Any, demo: Any, console: Console) -> d
     }
     summary["improved"] = summary["vader_after"] > max(summary["vader_initial_model"], summary["vader_lm_alone_after"])
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report(console, summary, before_after_rows(read_jsonl(out / "samples.jsonl")), enforce=not args.quick)
+    report(console, summary, first_and_latest(read_metrics(out / "samples.jsonl")), enforce=not args.quick)
     return summary
 
 
