@@ -33,9 +33,10 @@ from rich.table import Table
 import trlx
 from trlx.datasets.imdb import load_imdb
 from trlx.demos.sentiment.prompts import build_prompts, review_opening
-from trlx.demos.sentiment.report import read_jsonl
 from trlx.demos.sentiment.rewards import vader_reward
-from trlx.demos.sentiment.run import SMOLLM2, before_after_rows, fresh_output_dir, load_config
+from trlx.demos.sentiment.run import SMOLLM2, fresh_output_dir, load_config
+from trlx.logging import read_metrics
+from trlx.report import first_and_latest
 
 # DPO on top of the sentiment demo's model and sampling settings. The learning rate is higher than TRL's 1e-6
 # (tuned for 7B models): a 135M model with 4 trained blocks and a few hundred pairs needs larger steps.
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace, config: Any, demo: Any, console: Console) -> d
     console.print(f"[2/3] DPO: {config.train.total_steps} steps on {config.model.model_path}")
     trainer = trlx.train(samples=str(prefs), eval_prompts=eval_prompts, reward_fn=vader_reward, config=config)
     out = Path(config.train.checkpoint_dir)
-    rows = read_jsonl(out / "metrics.jsonl")
+    rows = read_metrics(out / "metrics.jsonl")
     evals = [r for r in rows if "eval/reward_mean" in r]
     training = [r for r in rows if "rewards/accuracy" in r]
     last_quarter = training[-(len(training) // 4 or 1) :]
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace, config: Any, demo: Any, console: Console) -> d
     }
     summary["improved"] = summary["vader_after"] > summary["vader_before"]
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report(console, summary, before_after_rows(read_jsonl(out / "samples.jsonl")), enforce=not args.quick)
+    report(console, summary, first_and_latest(read_metrics(out / "samples.jsonl")), enforce=not args.quick)
     return summary
 
 

@@ -39,12 +39,13 @@ import trlx
 from trlx.config import TRLConfig
 from trlx.datasets.imdb import Review, load_imdb
 from trlx.demos.sentiment.prompts import build_prompts, review_opening
-from trlx.demos.sentiment.report import read_jsonl
 from trlx.demos.sentiment.rewards import minilm_path, vader_reward
-from trlx.demos.sentiment.run import SMOLLM2, DemoConfig, before_after_rows, fresh_output_dir, load_config
+from trlx.demos.sentiment.run import SMOLLM2, DemoConfig, fresh_output_dir, load_config
 from trlx.feedback.label import generate_continuations
 from trlx.feedback.store import Comparison, append_comparison
+from trlx.logging import read_metrics
 from trlx.models.policy import load_causal_lm, load_tokenizer
+from trlx.report import first_and_latest
 from trlx.rewards.reward_model import RewardModel
 from trlx.rewards.train_rm import RewardModelConfig, train_reward_model
 
@@ -188,8 +189,8 @@ def run(args: argparse.Namespace, config: TRLConfig, demo: DemoConfig, console: 
 
     # 5. The trainer evaluated the held-out openings at step 0 (initial policy) and at the end.
     ppo_dir = Path(config.train.checkpoint_dir)
-    evals = [r for r in read_jsonl(ppo_dir / "metrics.jsonl") if "eval/vader" in r]
-    training = [r for r in read_jsonl(ppo_dir / "metrics.jsonl") if "kl/per_token" in r]
+    evals = [r for r in read_metrics(ppo_dir / "metrics.jsonl") if "eval/vader" in r]
+    training = [r for r in read_metrics(ppo_dir / "metrics.jsonl") if "kl/per_token" in r]
     last_quarter = training[-(len(training) // 4 or 1) :]
     summary = {
         "comparisons": args.comparisons,
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace, config: TRLConfig, demo: DemoConfig, console: 
     }
     summary["improved"] = summary["vader_after"] > summary["vader_before"]
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report(console, summary, before_after_rows(read_jsonl(ppo_dir / "samples.jsonl")), enforce=not args.quick)
+    report(console, summary, first_and_latest(read_metrics(ppo_dir / "samples.jsonl")), enforce=not args.quick)
     return summary
 
 

@@ -44,6 +44,7 @@ from trlx.distributed import engine_shards_optimizer, gathered_state_dict
 from trlx.model_card import write_model_card
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead, model_config
+from trlx.report import FIGURES_DIR, REPORT_FILE, TOKEN_VIEW_FILE
 from trlx.types import RolloutBatch
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -58,6 +59,8 @@ LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 BEST_DIR = "best_checkpoint"
 INITIAL_MODEL_DIR = "initial_model"  # a model built from a PretrainedConfig, saved before training
 TENSORBOARD_DIR = "tensorboard"
+TRACKER_DIRS = ("wandb", "mlruns")  # W&B's files and the default MLflow store (trlx.trackers)
+REPORT_OUTPUTS = (REPORT_FILE, FIGURES_DIR, TOKEN_VIEW_FILE)  # trlx.report
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
 # (tensors, JSON-able metadata) to be written as one safetensors file.
@@ -198,12 +201,12 @@ def prune_checkpoints(checkpoint_dir: str | Path, keep: int) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- run folder
 def earlier_run_outputs(checkpoint_dir: str | Path) -> list[Path]:
     """What an earlier run left in `checkpoint_dir` that a new run would append to or overwrite: the logs,
-    `latest`, `checkpoint_NNNNN/`, `best_checkpoint/`, `initial_model/` and the default TensorBoard folder.
+    `latest`, `checkpoint_NNNNN/`, `best_checkpoint/`, `initial_model/`, the default tracker folders and the report.
     Other files are not trlx's and never count (or get deleted)."""
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
-    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR, INITIAL_MODEL_DIR}
+    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR, *TRACKER_DIRS, *REPORT_OUTPUTS, INITIAL_MODEL_DIR}
     return sorted(p for p in root.iterdir() if p.name in names or checkpoint_step(p) is not None)
 
 

@@ -50,12 +50,33 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def report_main(argv: list[str]) -> int:
+    """trlx report RUN_DIR: write RUN_DIR/report.html (curves, samples, token view, config)."""
+    import argparse
+
+    from trlx.report import write_report
+
+    parser = argparse.ArgumentParser(prog="trlx report", description=report_main.__doc__)
+    parser.add_argument("run_dir", help="a run folder (train.checkpoint_dir) holding metrics.jsonl")
+    args = parser.parse_args(argv)
+    try:
+        out, problems = write_report(args.run_dir)
+    except FileNotFoundError as e:
+        print(f"trlx report: {e}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"trlx report: {problem}", file=sys.stderr)
+    print(f"trlx report: wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "train": "fine-tune a causal LM from a YAML config: PPO, GRPO, RLOO, REINFORCE++, SFT, DPO or RFT",
+        "train": "fine-tune a causal LM from a YAML config: PPO, GRPO, RLOO, REINFORCE++, SFT, DPO, ILQL or RFT",
         "label": "compare sampled continuations in the terminal and record preferences",
         "train-rm": "train a reward model from recorded comparisons",
+        "report": "write RUN_DIR/report.html: curves, eval samples, token view and config of a run",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: trlx {" + ",".join(commands) + "} ...\n")
@@ -65,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "train":
         return train_main(rest)
+    if command == "report":
+        return report_main(rest)
     from trlx.feedback.cli import label_main, train_rm_main
 
     return label_main(rest) if command == "label" else train_rm_main(rest)

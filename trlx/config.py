@@ -132,12 +132,16 @@ class TrainConfig:
     pipeline: str = doc("Prompt pipeline (trlX name); only `PromptPipeline` exists.", "PromptPipeline")
     trainer: str = doc(
         "Trainer (trlX name); set from method.name: AcceleratePPOTrainer (online methods), AccelerateSFTTrainer, "
-        "AccelerateDPOTrainer, AccelerateRFTTrainer.",
+        "AccelerateDPOTrainer, AccelerateILQLTrainer, AccelerateRFTTrainer.",
         "AcceleratePPOTrainer",
     )
     checkpoint_dir: str = doc("Folder for checkpoints, `metrics.jsonl` and the best checkpoint.", "ckpts")
     seed: int = doc("Seed for python, numpy and torch (each process adds its rank).", 1000)
-    tracker: str | None = doc("`tensorboard` to also write TensorBoard events, or None for JSONL only.", None)
+    tracker: str | list[str] | None = doc(
+        "Experiment trackers besides metrics.jsonl (always written), through accelerate: tensorboard, wandb, mlflow, "
+        "or a list of them (None: JSONL only). Each needs its package (`pip install 'trlx[wandb]'`, ...).",
+        None,
+    )
     logging_dir: str | None = doc("TensorBoard folder; default `<checkpoint_dir>/tensorboard`.", None)
     save_best: bool = doc("Keep `best_checkpoint/`, the checkpoint with the highest mean eval reward.", True)
     max_grad_norm: float | None = doc("Clip the gradient norm to this value before each step (None: off).", 1.0)
@@ -174,12 +178,12 @@ class TrainConfig:
         "trlX's way to set gradient accumulation: micro-batches of this size (batch_size / minibatch_size steps).",
         None,
     )
-    # trlX's run-naming fields: kept for the experiment trackers (W&B/MLflow); TensorBoard and JSONL ignore them.
-    project_name: str = doc("Tracker project name (trlX field).", "trlx")
-    entity_name: str | None = doc("Tracker entity / team (trlX field).", None)
-    group_name: str | None = doc("Tracker run group (trlX field).", None)
-    run_name: str | None = doc("Tracker run name (trlX field).", None)
-    tags: list[str] = doc("Tracker run tags (trlX field).", default_factory=list)
+    # trlX's run-naming fields, for the experiment trackers (W&B, MLflow); TensorBoard and JSONL ignore them.
+    project_name: str = doc("W&B project / MLflow experiment (trlX field).", "trlx")
+    entity_name: str | None = doc("W&B entity / team (trlX field).", None)
+    group_name: str | None = doc("W&B run group (trlX field).", None)
+    run_name: str | None = doc("W&B / MLflow run name (trlX field); None: the tracker picks one.", None)
+    tags: list[str] = doc("W&B / MLflow run tags (trlX field).", default_factory=list)
     # trlX fields trlx accepts but does not act on; setting them warns once.
     trainer_kwargs: dict[str, Any] = doc(
         "trlX: extra trainer arguments; not used by trlx (warns).", default_factory=dict
@@ -191,6 +195,14 @@ class TrainConfig:
     rollout_logging_dir: str | None = doc(
         "trlX: folder for rollout JSON dumps; not written by trlx (warns): metrics.jsonl and samples.jsonl are.", None
     )
+
+    @property
+    def trackers(self) -> list[str]:
+        """`tracker` as a list of names (a comma-separated string or a list; None and "" are none)."""
+        if self.tracker is None:
+            return []
+        names = self.tracker.split(",") if isinstance(self.tracker, str) else self.tracker
+        return list(dict.fromkeys(str(n).strip().lower() for n in names if str(n).strip()))
 
     def __post_init__(self) -> None:
         if self.minibatch_size is not None:
@@ -226,10 +238,11 @@ class TrainConfig:
             "train.trainer",
             f"allowed: {', '.join(map(repr, TRAINERS))}; got {self.trainer!r}",
         )
+        unknown = [t for t in self.trackers if t not in TRACKERS]
         _require(
-            self.tracker in (None, "tensorboard"),
+            not unknown,
             "train.tracker",
-            f"allowed: None, 'tensorboard'; got {self.tracker!r}",
+            f"allowed: {', '.join(TRACKERS)}, a list of them, or None; got {self.tracker!r}",
         )
         _require(
             self.max_grad_norm is None or self.max_grad_norm > 0,
@@ -403,6 +416,7 @@ class SchedulerConfig:
 
 
 SCALE_REWARD = (None, "ignored", "running", "ref")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # trlx.trackers
 KL_ESTIMATORS = ("k1", "k2", "k3")  # trlx.algorithms.kl (not imported: this module loads without torch)
 ONLINE_METHODS = ("ppo", "grpo", "rloo", "reinforce_pp")  # trlx.trainers.online: one rollout loop
 OFFLINE_METHODS = ("sft", "dpo", "ilql", "rft")  # trlx.trainers.offline: one loop over a dataset (rft: its own)

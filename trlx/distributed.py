@@ -18,6 +18,7 @@ from torch import Tensor
 
 from trlx.algorithms.stats import masked_sums, moments_from_sums
 from trlx.config import ConfigError, TrainConfig
+from trlx.trackers import make_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -58,7 +59,8 @@ def global_max(accelerator: Accelerator, value: Tensor) -> float:
 
 
 def make_accelerator(train: TrainConfig) -> Accelerator:
-    """The run's Accelerator: precision and accumulation from the config, the engine from `accelerate launch`.
+    """The run's Accelerator: precision and accumulation from the config, the engine from `accelerate launch`,
+    the experiment trackers of `train.tracker` (`trlx.trackers`).
 
     DDP, DeepSpeed and FSDP are chosen by the launcher (its config file or flags); nothing here names one.
     """
@@ -80,6 +82,7 @@ def make_accelerator(train: TrainConfig) -> Accelerator:
         # once per step; accelerate's default steps it num_processes times, which suits a sharded dataloader.
         step_scheduler_with_optimizer=False,
         kwargs_handlers=handlers,
+        log_with=make_trackers(train) or None,  # started on the main process by trlx.trainers.common.make_logger
     )
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:

@@ -1,4 +1,4 @@
-"""Run outputs a researcher can plot: metrics.jsonl (+ optional TensorBoard), sample tables, a progress bar."""
+"""Run outputs a researcher can plot: metrics.jsonl (+ experiment trackers), sample tables, a progress bar."""
 
 from __future__ import annotations
 
@@ -43,54 +43,70 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Appends one JSON object per row to `metrics.jsonl`; mirrors scalars to TensorBoard when asked.
+    """Appends one JSON object per row to `metrics.jsonl` and sends the row's numbers to the experiment trackers
+    of `accelerator` (TensorBoard, W&B, MLflow: `trlx.trackers`), the eval samples as their tables.
 
-    Only the main process constructs one (see `trlx.distributed`), so rows are written exactly once.
+    Only the main process constructs one (see `trlx.trainers.common.make_logger`), so rows are written once.
     """
 
-    def __init__(self, out_dir: str | Path, tensorboard_dir: str | Path | None = None) -> None:
+    def __init__(self, out_dir: str | Path, accelerator: Any = None, tensorboard_dir: Path | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
-        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
-        self._tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ImportError("train.tracker=tensorboard needs `pip install tensorboard`") from e
-            self._tb = SummaryWriter(log_dir=str(tensorboard_dir))
+        self.accelerator = accelerator
+        self.tensorboard_dir = tensorboard_dir  # for the end-of-run summary
+
+    @property
+    def trackers(self) -> list[Any]:
+        return [] if self.accelerator is None else list(self.accelerator.trackers)
 
     def log(self, row: dict[str, Any]) -> None:
         row = {k: _jsonable(v) for k, v in row.items()}
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, global_step=row.get("step", 0))
+        if self.trackers:
+            numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
+            self.accelerator.log(numbers, step=int(row.get("step", 0)))
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
-        """Eval samples table: one JSON line per sample in samples.jsonl, tagged with the step."""
+        """Eval samples table: one JSON line per sample in samples.jsonl, tagged with the step; and each tracker's
+        table (`trlx.trackers.log_samples`)."""
+        rows = [{k: _jsonable(v) for k, v in r.items()} for r in rows]
         with (self.out_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
             for r in rows:
-                row = {"step": step, **{k: _jsonable(v) for k, v in r.items()}}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")  # non-ASCII text stays readable
-        if self._tb is not None:
-            table = "\n".join(
-                f"| {r['prompt']!r} | {r['output']!r} | {'' if r['reward'] is None else format(r['reward'], '.3f')} |"
-                for r in rows[:16]
-            )
-            self._tb.add_text("eval/samples", "| prompt | output | reward |\n|---|---|---|\n" + table, step)
+                f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")  # non-ASCII text stays readable
+        from trlx.trackers import log_samples
+
+        for tracker in self.trackers:
+            log_samples(tracker, step, rows)
+
+    def save_token_view(self, view: dict[str, Any]) -> None:
+        """The last rollout's first samples token by token (`trlx.report.token_view`), replacing the previous."""
+        from trlx.report import TOKEN_VIEW_FILE
+
+        tmp = self.out_dir / f".{TOKEN_VIEW_FILE}.tmp"
+        tmp.write_text(json.dumps(view, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(self.out_dir / TOKEN_VIEW_FILE)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self.accelerator is not None:
+            from trlx.trackers import finish
+
+            finish(self.accelerator)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a JSON-lines file (metrics.jsonl, samples.jsonl); blank lines are skipped, a malformed line raises
+    naming its line number (`trlx.report.read_rows` skips and reports them instead)."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+    return rows
 
 
 def in_notebook() -> bool:
@@ -113,7 +129,12 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str = "PPO") -> 
 
 
 def run_summary(
-    out_dir: str | Path, seconds: float, method: str, checkpoint: Path | None, tensorboard_dir: Path | None = None
+    out_dir: str | Path,
+    seconds: float,
+    method: str,
+    checkpoint: Path | None,
+    tensorboard_dir: Path | None = None,
+    report: Path | None = None,
 ) -> str:
     """What a finished run leaves behind and its headline numbers, from metrics.jsonl (the source of truth)."""
     out_dir = Path(out_dir)
@@ -150,4 +171,6 @@ def run_summary(
         lines.append(f"  logs             {', '.join(str(out_dir / name) for name in files)}")
     if tensorboard_dir is not None:
         lines.append(f"  tensorboard      tensorboard --logdir {tensorboard_dir}")
+    if report is not None:
+        lines.append(f"  report           {report}  (curves, samples, token view: open in a browser)")
     return "\n".join(lines)

@@ -41,3 +41,14 @@ def test_two_processes_stay_in_sync_and_log_once(model_dir, tmp_path, method):
         assert any("rft/selected" in r for r in result.metrics)
     if method == "ilql":  # the target heads too (synced by Polyak steps on each process) stay equal
         assert any(k.startswith("ilql_heads.target_q_heads") for k in rank0)
+
+
+def test_two_processes_log_each_step_once_to_the_trackers(model_dir, tmp_path):
+    """Only the main process starts the trackers and logs: TensorBoard holds each step's loss once."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    result = run_ppo(model_dir, tmp_path, {**OFFLINE, "method.name": "sft", "train.tracker": "tensorboard"})
+    assert result.returncode == 0, result.log[-5000:]
+    events = event_accumulator.EventAccumulator(str(tmp_path / "ckpt" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("eval/reward_mean")] == [0, 4]

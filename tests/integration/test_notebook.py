@@ -25,7 +25,7 @@ def test_sentiment_notebook_runs_with_a_tiny_budget(tiny_gpt2_path, tmp_path, mo
         nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
 
-    assert (out / "reward_curve.png").is_file() and (out / "metrics.jsonl").is_file()
+    assert (out / "report" / "reward.png").is_file() and (out / "metrics.jsonl").is_file()
     text = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
     assert "eval reward:" in text
     assert any("image/png" in o.get("data", {}) for cell in nb.cells for o in cell.get("outputs", []))

@@ -97,6 +97,7 @@ def test_save_total_limit_keeps_newest_checkpoints_and_the_best(straight):
         "checkpoint_00010",
         "checkpoint_00015",
         "checkpoint_00020",
+        "report",  # the report's figures
     ]
     assert read_latest(straight) == straight / "checkpoint_00020"
     evals = [row["eval/reward_mean"] for row in metric_rows(straight) if "eval/reward_mean" in row]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from trlx.demos.sentiment import run
-from trlx.demos.sentiment.report import read_jsonl
+from trlx.logging import read_metrics as read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "sentiment.yml"
@@ -51,7 +51,7 @@ def test_tiny_demo_run_writes_all_artifacts(tiny_gpt2_path, tmp_path, capsys):
     config, demo = run.load_config(CONFIG, tiny_overrides(tiny_gpt2_path, out))
     summary = run.run_demo(config, demo)
 
-    for name in ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "samples.html", "summary.json"):
+    for name in ("metrics.jsonl", "samples.jsonl", "report.html", "report/reward.png", "summary.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["steps"] == 2 and summary["eval_prompts"] == 4 and summary["reward"] == "vader"
@@ -60,8 +60,8 @@ def test_tiny_demo_run_writes_all_artifacts(tiny_gpt2_path, tmp_path, capsys):
     # Before = the step-0 evaluation, after = the final one: both in samples.jsonl, both in the HTML.
     steps = sorted({row["step"] for row in read_jsonl(out / "samples.jsonl")})
     assert steps == [0, 2]
-    page = (out / "samples.html").read_text()
-    assert page.count("<tr><td class='num'>") == 4
+    page = (out / "report.html").read_text()
+    assert page.count("<tr><td class='num'>") == 4  # the 4 eval prompts, first vs latest
     assert "eval reward on 4 held-out prompts" in capsys.readouterr().out
 
     model = AutoModelForCausalLM.from_pretrained(summary["final_model"])

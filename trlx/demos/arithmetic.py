@@ -88,15 +88,16 @@ def metric_fn(outputs: list[str], answer: list[int], **kwargs: Any) -> dict[str,
 
 # ---------------------------------------------------------------------------------------------- the demo run
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train from the config, then write reward_curve.png, samples.html and summary.json next to the metrics."""
+    """Train from the config (which writes report.html), then summary.json next to the metrics."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
         print("usage: python -m trlx.demos.arithmetic [CONFIG.yml] [section.field=value ...]")
         return 0
     import trlx
     from trlx.config import TRLConfig
-    from trlx.demos.sentiment.report import plot_reward_curve, read_jsonl, write_samples_html
-    from trlx.demos.sentiment.run import before_after_rows, fresh_output_dir
+    from trlx.demos.sentiment.run import fresh_output_dir
+    from trlx.logging import read_metrics
+    from trlx.report import first_and_latest
 
     path = args[0] if args and "=" not in args[0] else "configs/arithmetic.yml"
     overrides = args[1:] if args and path == args[0] else args
@@ -104,11 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = fresh_output_dir(Path(config.train.checkpoint_dir))
     start = time.perf_counter()
     trainer = trlx.train(config=config)
-    metrics = read_jsonl(out / "metrics.jsonl")
+    metrics = read_metrics(out / "metrics.jsonl")
     evals = [m for m in metrics if "eval/accuracy" in m]
-    rows = before_after_rows(read_jsonl(out / "samples.jsonl"))
-    plot_reward_curve(out / "metrics.jsonl", out / "reward_curve.png", title=f"{config.method.name} arithmetic")
-    write_samples_html(rows, out / "samples.html", title=f"Samples before and after {config.method.name}")
+    rows = first_and_latest(read_metrics(out / "samples.jsonl"))
     summary = {
         "method": config.method.name,
         "steps": trainer.step,
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{summary['method']} arithmetic finished in {summary['wall_time_s'] / 60:.1f} min ({trainer.step} steps)\n"
         f"  held-out accuracy on {len(rows)} problems: {summary['accuracy_before']:.3f} -> "
         f"{summary['accuracy_after']:.3f} (format {summary['format_before']:.3f} -> {summary['format_after']:.3f})\n"
-        f"  curve: {out}/reward_curve.png  samples: {out}/samples.html  summary: {out}/summary.json",
+        f"  report: {out}/report.html  summary: {out}/summary.json",
         flush=True,
     )
     return 0

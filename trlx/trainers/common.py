@@ -21,9 +21,9 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from trlx import trackers
 from trlx.checkpoint import (
     BEST_DIR,
-    TENSORBOARD_DIR,
     checkpoint_name,
     load_trainer,
     read_latest,
@@ -35,6 +35,7 @@ from trlx.data.prompts import PromptPipeline
 from trlx.distributed import full_params_for_generation, mean_over_processes
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, nonfinite
 from trlx.logging import MetricsLogger, run_summary
+from trlx.report import write_report
 from trlx.rollout.generation import generate
 from trlx.rollout.options import SamplingParams
 from trlx.trainers.evaluation import gathered_eval_metrics, sample_eval_prompts
@@ -74,14 +75,14 @@ def prepare(config: TRLConfig, accelerator: Accelerator, policy: nn.Module) -> t
 
 
 def make_logger(config: TRLConfig, accelerator: Accelerator) -> MetricsLogger | None:
-    """metrics.jsonl (and TensorBoard when train.tracker asks) on the main process; None elsewhere."""
+    """metrics.jsonl and the trackers train.tracker asks for (their runs opened with the config) on the main
+    process; None elsewhere."""
     if not accelerator.is_main_process:
         return None
-    checkpoint_dir = Path(config.train.checkpoint_dir)
-    tensorboard_dir = None
-    if config.train.tracker == "tensorboard":
-        tensorboard_dir = config.train.logging_dir or checkpoint_dir / TENSORBOARD_DIR
-    return MetricsLogger(checkpoint_dir, tensorboard_dir)
+    train = config.train
+    trackers.start(accelerator, config)
+    tensorboard = trackers.tensorboard_dir(train) if "tensorboard" in train.trackers else None
+    return MetricsLogger(train.checkpoint_dir, accelerator, tensorboard)
 
 
 def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None) -> Generation:
@@ -252,11 +253,13 @@ def wind_up(trainer: Any, stop: StopOnSignal) -> None:
 
 
 def finish(trainer: Trainer, started: float) -> None:
-    """Close the logs and print where the run's outputs went, with its headline numbers."""
+    """Close the logs, write the run's report.html (`trlx.report`) and print where the run's outputs went, with
+    its headline numbers."""
     if trainer.logger is None:
         return
     trainer.logger.close()
+    report, _ = write_report(trainer.checkpoint_dir)
     seconds = time.perf_counter() - started
     latest = read_latest(trainer.checkpoint_dir)
     method = trainer.config.method.name
-    print(run_summary(trainer.checkpoint_dir, seconds, method, latest, trainer.logger.tensorboard_dir))
+    print(run_summary(trainer.checkpoint_dir, seconds, method, latest, trainer.logger.tensorboard_dir, report))

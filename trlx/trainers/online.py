@@ -29,7 +29,6 @@ from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value
 from trlx.algorithms.rewards import place_scores, scale_token_scores
 from trlx.algorithms.stats import RunningMoments, masked_mean
 from trlx.checkpoint import (
-    TENSORBOARD_DIR,
     checkpoint_name,
     read_latest,
 )
@@ -46,6 +45,7 @@ from trlx.logging import MetricsLogger, progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
 from trlx.models.reference import Reference
 from trlx.models.trunk import FrozenTrunk
+from trlx.report import token_view
 from trlx.rewards.scoring import NonFiniteRewardError, compute_scores
 from trlx.rollout.options import SamplingParams, merge_eos_ids
 from trlx.rollout.scoring import score_response
@@ -57,6 +57,7 @@ MetricFn = Callable[..., dict[str, Any]]
 # Dynamic sampling gives up after this many times the generate calls of a plain rollout (then tops the rollout up
 # with groups whose rewards are all equal).
 MAX_SAMPLING_ROUNDS = 4
+TOKEN_VIEW_SAMPLES = 4  # samples of each rollout kept for the report's token view
 
 
 class OnlineTrainer:
@@ -118,12 +119,7 @@ class OnlineTrainer:
         self.minibatch_index = 0
         self.resumed_from: Path | None = None
         self.checkpoint_dir = Path(config.train.checkpoint_dir)
-        self.logger: MetricsLogger | None = None
-        if self.accelerator.is_main_process:
-            tb_dir = None
-            if config.train.tracker == "tensorboard":
-                tb_dir = config.train.logging_dir or self.checkpoint_dir / TENSORBOARD_DIR
-            self.logger = MetricsLogger(self.checkpoint_dir, tb_dir)
+        self.logger: MetricsLogger | None = common.make_logger(config, self.accelerator)
 
     # ------------------------------------------------------------------ the loop
     def learn(self) -> None:
@@ -255,6 +251,8 @@ class OnlineTrainer:
         scaled = token_scores.sum(-1)
         rollout.rewards, rollout.advantages, rollout.returns = estimate.rewards, estimate.advantages, estimate.returns
         rollout.scores = scaled
+        if self.logger is not None:  # the report's token view: where the policy drifts from the reference
+            self.logger.save_token_view(self.token_view(rollout, kl, scores))
 
         metrics = {
             **score_metrics,
@@ -279,6 +277,19 @@ class OnlineTrainer:
         for key, values in sorted(component_metrics.items()):
             metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
+
+    def token_view(self, rollout: RolloutBatch, kl: Tensor, scores: Tensor, n: int = TOKEN_VIEW_SAMPLES) -> dict:
+        """The first `n` samples of `rollout` token by token: text, per-token KL and advantage (trlx.report)."""
+        decode = self.tokenizer.decode
+        prompts = [
+            decode(ids[m.bool()], skip_special_tokens=True)
+            for ids, m in zip(rollout.query_ids[:n], rollout.query_mask[:n])
+        ]
+        tokens = [
+            [decode([t]) for t in ids[: int(m.sum())].tolist()]
+            for ids, m in zip(rollout.response_ids[:n], rollout.response_mask[:n])
+        ]
+        return token_view(self.step, prompts, tokens, kl[:n], rollout.advantages[:n], scores[:n])
 
     def scaled_token_scores(
         self, scores: Tensor, dense: Tensor | None, mask: Tensor

