@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU wheel on machines without CUDA; GPU users can set TORCH_SPEC to the CUDA build they want.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,demo,notebook,tensorboard,wandb,mlflow,peft,deepspeed
+EXTRAS ?= dev,demo,notebook,tensorboard,wandb,mlflow,datasets,peft,deepspeed
 ARGS ?=
 PYTEST_ARGS ?=
 

@@ -784,13 +784,23 @@ class TaskConfig:
 
     reward_fn: str | None = doc("Reward function as `module:function` or `path/to/file.py:function`.", None)
     metric_fn: str | None = doc("Optional eval metric function, named like reward_fn.", None)
-    prompts: str | None = doc("Prompt source: a .txt (one per line), .jsonl or .csv file, or `module:attr`.", None)
+    prompts: str | None = doc(
+        "Prompt source: a .txt (one per line), .jsonl or .csv file, a .json or .parquet file (read by `datasets`), or "
+        "`module:attr`.",
+        None,
+    )
     eval_prompts: str | None = doc("Eval prompt source, like prompts (None: the first batch of prompts).", None)
     samples: str | None = doc(
-        "Offline data (method.name sft, dpo): a .txt (a sample per line) or .jsonl file (a sample per line: a string, "
-        "a [prompt, completion] list, chat messages, or a {prompt, chosen, rejected} object), a `trlx label` "
-        "comparisons file (dpo), or `module:attr`.",
+        "Offline data (method.name sft, dpo, ilql): a .txt (a sample per line) or .jsonl file (a sample per line: a "
+        "string, a [prompt, completion] list, chat messages, a {prompt, chosen, rejected} object, or for ilql a "
+        "{sample, reward} object), a .json / .parquet file read by `datasets` (columns as for a Dataset), a `trlx "
+        "label` comparisons file (dpo), or `module:attr`.",
         None,
+    )
+    prompt_field: str = doc(
+        "The prompt column of a `datasets.Dataset` (prompts=, eval_prompts=, samples=) or of a .json / .parquet "
+        "file; the other columns become metadata for reward_fn.",
+        "prompt",
     )
     stop_sequences: list[str] = doc(
         "Strings that end a continuation (cut from the output text).", default_factory=list

@@ -1,4 +1,6 @@
-"""Resolve the `task` config section: functions by import path and prompts from files."""
+"""Resolve the `task` config section and the data `trlx.train` is given: functions by import path; prompts and
+samples from files, lists, or Hugging Face `datasets` (a `datasets.Dataset`, or a .json / .parquet file that
+`datasets` loads)."""
 
 from __future__ import annotations
 
@@ -78,11 +80,72 @@ def existing_file(path: Path, what: str) -> Path:
     return path
 
 
-def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any]]:
+DATASET_SUFFIXES = {".json": "json", ".parquet": "parquet"}  # files read through `datasets.load_dataset`
+
+
+def is_dataset(value: Any) -> bool:
+    """A Hugging Face `datasets.Dataset` (duck-typed, so `datasets` is only imported by those who use it)."""
+    return hasattr(value, "column_names") and hasattr(value, "to_list") and not isinstance(value, (list, tuple))
+
+
+def load_dataset_file(path: Path, what: str) -> Any:
+    """A local .json / .parquet file as a `datasets.Dataset` (its one split)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(
+            f"{what} {str(path)!r}: reading {path.suffix} files needs the datasets package: pip install "
+            "'trlx[datasets]' (or use .jsonl / .csv, read without it)"
+        ) from e
+    existing_file(path, what)
+    return datasets.load_dataset(DATASET_SUFFIXES[path.suffix.lower()], data_files=str(path), split="train")
+
+
+def dataset_prompts(dataset: Any, field: str, what: str) -> list[dict[str, Any]]:
+    """Rows of a `datasets.Dataset` as prompt dicts: column `field` (task.prompt_field) is the prompt, or a
+    `messages` column a chat conversation; the other columns become metadata for reward_fn / metric_fn."""
+    columns = list(dataset.column_names)
+    if field not in columns and "messages" not in columns:
+        raise ValueError(
+            f"{what}: the dataset has no {field!r} column (task.prompt_field) and no 'messages' column; its columns "
+            f"are {columns}: set task.prompt_field to the prompt column"
+        )
+    rows = dataset.to_list()
+    if field in columns and field != "prompt":
+        rows = [{"prompt": row.pop(field), **row} for row in rows]
+    return rows
+
+
+def dataset_samples(dataset: Any, field: str, what: str = "samples") -> tuple[list[Any], list[Any] | None]:
+    """Rows of a `datasets.Dataset` as offline samples, and its `reward` column (ILQL) if any. The columns say
+    the form: prompt + chosen + rejected (dpo), messages (chat), `field` + completion, or text (whole texts)."""
+    columns = set(dataset.column_names)
+    rows = dataset.to_list()
+    rewards = [row.pop("reward") for row in rows] if "reward" in columns else None
+    if {"prompt", "chosen", "rejected"} <= columns:
+        samples: list[Any] = [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]
+    elif "messages" in columns:
+        samples = [row["messages"] for row in rows]
+    elif {field, "completion"} <= columns:
+        samples = [[row[field], row["completion"]] for row in rows]
+    elif "text" in columns:
+        samples = [row["text"] for row in rows]
+    else:
+        raise ValueError(
+            f"{what}: cannot tell the sample form from the dataset's columns {sorted(columns)}: give text, "
+            f"{field} + completion, messages, or prompt + chosen + rejected (and reward for ilql)"
+        )
+    return samples, rewards
+
+
+def load_prompts(source: str, what: str = "prompts", field: str = "prompt") -> list[str | dict[str, Any]]:
     """Prompts from a .txt (one per non-empty line), .jsonl (strings or objects with `prompt`), .csv (a
-    `prompt` column; other columns become metadata) file, or a `module:attr` list or zero-argument callable."""
+    `prompt` column; other columns become metadata) file, a .json / .parquet file through `datasets` (column
+    `field`), or a `module:attr` list or zero-argument callable."""
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
+    if suffix in DATASET_SUFFIXES:
+        return dataset_prompts(load_dataset_file(path, what), field, what)
     if suffix == ".txt":
         return [line for _, line in text_lines(existing_file(path, what))]
     if suffix == ".jsonl":
@@ -102,11 +165,13 @@ def load_prompts(source: str, what: str = "prompts") -> list[str | dict[str, Any
 
 
 def load_samples(source: str, what: str = "task.samples") -> Any:
-    """Offline samples from a .txt (one per non-empty line) or .jsonl file (one JSON value per line), or a
-    `module:attr` list or zero-argument callable. A `trlx label` comparisons file is returned as its path, which
-    the DPO data reader expands into pairs."""
+    """Offline samples from a .txt (one per non-empty line) or .jsonl file (one JSON value per line), a .json /
+    .parquet file through `datasets` (returned as the Dataset), or a `module:attr` list or zero-argument callable.
+    A `trlx label` comparisons file is returned as its path, which the DPO data reader expands into pairs."""
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
+    if suffix in DATASET_SUFFIXES:
+        return load_dataset_file(path, what)
     if suffix == ".txt":
         return [line for _, line in text_lines(existing_file(path, what))]
     if suffix == ".jsonl":

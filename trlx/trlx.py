@@ -40,7 +40,7 @@ from trlx.models.reference import build_policy_and_reference
 from trlx.models.trunk import frozen_trunk
 from trlx.preflight import preflight
 from trlx.rewards.scoring import check_signature
-from trlx.task import load_function, load_prompts, load_samples
+from trlx.task import dataset_prompts, dataset_samples, is_dataset, load_function, load_prompts, load_samples
 from trlx.trainers.objectives import DPOObjective, ILQLObjective, SFTObjective
 from trlx.trainers.offline import OfflineTrainer
 from trlx.trainers.online import OnlineTrainer
@@ -70,6 +70,10 @@ def train(
     a `trlx label` comparisons file. Offline RL (`samples=` + `rewards=`, one number per sample; trlX's
     `dataset=(samples, rewards)` too): ILQL (the default then). `eval_prompts` with a reward_fn or metric_fn are
     sampled (ILQL: from its advantage-shifted policy) and scored.
+
+    `prompts`, `eval_prompts` and `samples` may also be a `datasets.Dataset`: the prompt is column
+    `task.prompt_field` (default `prompt`) and the other columns are metadata; samples take their form from the
+    columns (text; prompt + completion; messages; prompt + chosen + rejected; a reward column makes it ILQL's).
 
     `model_path` is a folder, a Hub name, `gguf:smollm2-135m`, or (as in trlX) a `transformers.PretrainedConfig`:
     a model with random weights built from it, saved to `<checkpoint_dir>/initial_model` first (it needs
@@ -172,8 +176,12 @@ def make_trainer(
     for reward_fn + prompts, OfflineTrainer for samples= and rft)."""
     if dataset is not None:  # trlX's older spelling of samples= + rewards=
         samples, rewards = dataset
+    field = config.task.prompt_field if config is not None else "prompt"
     if samples is None and config is not None and config.method.trains_on_samples and config.task.samples:
         samples = load_samples(config.task.samples)
+    if is_dataset(samples):  # a datasets.Dataset: its columns say the sample form (and a reward column, ilql)
+        samples, dataset_rewards = dataset_samples(samples, field)
+        rewards = rewards if rewards is not None else dataset_rewards
     if rewards is None and samples is not None and (config is None or config.method.name == "ilql"):
         samples, rewards = split_rewards(samples)  # {"sample", "reward"} rows (a task.samples file for ilql)
     offline = samples is not None
@@ -187,9 +195,13 @@ def make_trainer(
     if metric_fn is None and task.metric_fn:
         metric_fn = load_function(task.metric_fn, "task.metric_fn")
     if prompts is None and task.prompts and not offline:
-        prompts = load_prompts(task.prompts, "task.prompts")
+        prompts = load_prompts(task.prompts, "task.prompts", task.prompt_field)
     if eval_prompts is None and task.eval_prompts:
-        eval_prompts = load_prompts(task.eval_prompts, "task.eval_prompts")
+        eval_prompts = load_prompts(task.eval_prompts, "task.eval_prompts", task.prompt_field)
+    if is_dataset(prompts):
+        prompts = dataset_prompts(prompts, task.prompt_field, "prompts")
+    if is_dataset(eval_prompts):
+        eval_prompts = dataset_prompts(eval_prompts, task.prompt_field, "eval_prompts")
     if stop_sequences is None and task.stop_sequences:
         stop_sequences = task.stop_sequences
     if not offline and reward_fn is None:
