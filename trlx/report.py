@@ -75,10 +75,8 @@ def eval_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def plot_panels(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[tuple[str, Path]]:
     """One PNG per panel with data (PANELS, then the evaluation metrics), written to `out_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # renders to files without a display (servers, CI)
-    import matplotlib.pyplot as plt
+    # A bare Figure renders to files without pyplot, so a notebook's backend and open figures are left alone.
+    from matplotlib.figure import Figure
 
     panels = [*PANELS, ("evaluation", tuple(k for k in eval_keys(rows) if k != "eval/reward_mean"))]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,20 +86,18 @@ def plot_panels(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[tuple[str
         drawn = [(key, s) for key, s in drawn if s[0]]
         if not drawn:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 3.2))
-        try:
-            for key, (steps, values) in drawn:
-                style = "o--" if key.startswith("eval/") else "-"
-                ax.plot(steps, values, style, label=key, markersize=4)
-            ax.set_title(title)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            path = out_dir / f"{title.replace(' ', '_')}.png"
-            fig.savefig(path, dpi=100)
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(6.4, 3.2))
+        ax = fig.subplots()
+        for key, (steps, values) in drawn:
+            style = "o--" if key.startswith("eval/") else "-"
+            ax.plot(steps, values, style, label=key, markersize=4)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{title.replace(' ', '_')}.png"
+        fig.savefig(path, dpi=100)
         written.append((title, path))
     return written
 

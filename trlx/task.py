@@ -111,19 +111,21 @@ def dataset_prompts(dataset: Any, field: str, what: str) -> list[dict[str, Any]]
             f"are {columns}: set task.prompt_field to the prompt column"
         )
     rows = dataset.to_list()
-    if field in columns and field != "prompt":
-        rows = [{"prompt": row.pop(field), **row} for row in rows]
+    if field in columns and field != "prompt":  # the chosen column is the prompt (a `prompt` column gives way)
+        rows = [{**{k: v for k, v in row.items() if k not in (field, "prompt")}, "prompt": row[field]} for row in rows]
     return rows
 
 
 def dataset_samples(dataset: Any, field: str, what: str = "samples") -> tuple[list[Any], list[Any] | None]:
     """Rows of a `datasets.Dataset` as offline samples, and its `reward` column (ILQL) if any. The columns say
-    the form: prompt + chosen + rejected (dpo), messages (chat), `field` + completion, or text (whole texts)."""
+    the form: `field` + chosen + rejected (dpo), messages (chat), `field` + completion, or text (whole texts)."""
     columns = set(dataset.column_names)
     rows = dataset.to_list()
     rewards = [row.pop("reward") for row in rows] if "reward" in columns else None
-    if {"prompt", "chosen", "rejected"} <= columns:
-        samples: list[Any] = [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]
+    if {field, "chosen", "rejected"} <= columns:
+        samples: list[Any] = [
+            {"prompt": row[field], "chosen": row["chosen"], "rejected": row["rejected"]} for row in rows
+        ]
     elif "messages" in columns:
         samples = [row["messages"] for row in rows]
     elif {field, "completion"} <= columns:

@@ -32,6 +32,7 @@ from trlx.models.policy import (
     check_decoder_only,
     check_model_path,
     check_tokenizer_fits,
+    hidden_size,
     load_causal_lm,
     load_tokenizer,
     position_limit,
@@ -181,7 +182,8 @@ def make_trainer(
         samples = load_samples(config.task.samples)
     if is_dataset(samples):  # a datasets.Dataset: its columns say the sample form (and a reward column, ilql)
         samples, dataset_rewards = dataset_samples(samples, field)
-        rewards = rewards if rewards is not None else dataset_rewards
+        if rewards is None and (config is None or config.method.name == "ilql"):
+            rewards = dataset_rewards
     if rewards is None and samples is not None and (config is None or config.method.name == "ilql"):
         samples, rewards = split_rewards(samples)  # {"sample", "reward"} rows (a task.samples file for ilql)
     offline = samples is not None
@@ -392,6 +394,13 @@ def make_offline_trainer(
     else:
         data = sft_examples(samples, tokenizer, seq_length)
     returns = normalized_returns(rewards, len(data)) if method.name == "ilql" else []
+    engine = accelerator.state.deepspeed_plugin is not None or params_sharded(accelerator)
+    if method.name == "ilql" and engine:
+        raise ValueError(
+            "method.name ilql syncs its target Q heads on the full-precision parameters after each step, which "
+            "DeepSpeed and FSDP shard or recast: run ILQL with plain DDP (torchrun or accelerate launch without "
+            "a DeepSpeed/FSDP config)"
+        )
     indices, _ = shard_padded(len(data), accelerator)  # equal shares: repeats even them out
     data = [data[i] for i in indices]
     lm, reference = load_policy_lm(config, accelerator)
@@ -404,8 +413,15 @@ def make_offline_trainer(
     else:
         device = accelerator.device
         forward = reference.to(device).forward_fn()
-        objective = DPOObjective(data, pad_id, method, forward, device)
-        del reference  # its log-probs are computed: the frozen copy is not needed during training
+        # A hydra reference shares the frozen trunk: its output is recorded with the reference's log-probs and
+        # replayed in every update (the policy then runs only its top blocks), when it fits in memory.
+        trunk = None
+        if getattr(reference, "kind", None) == "hydra" and not engine:
+            trunk = frozen_trunk(lm, config.model.num_layers_unfrozen)
+            if trunk is not None and not trunk_cache_fits(data, hidden_size(lm)):
+                trunk = None
+        objective = DPOObjective(data, pad_id, method, forward, device, trunk)
+        del reference  # its log-probs are computed: the reference is not needed during training
     return offline_trainer(
         config,
         accelerator,
@@ -418,6 +434,23 @@ def make_offline_trainer(
         metric_fn,
         stop_sequences,
     )
+
+
+TRUNK_CACHE_LIMIT = 4 * 2**30  # bytes of frozen-trunk output DPO keeps on the CPU per process
+
+
+def trunk_cache_fits(pairs: Sequence[Any], width: int) -> bool:
+    """Whether the pairs' fp32 trunk output (every token of both completions and their prompts) fits in
+    TRUNK_CACHE_LIMIT; if not, DPO runs the whole model in each update instead, and says so."""
+    size = 4 * width * sum(len(chosen) + len(rejected) for chosen, rejected in pairs)
+    if size <= TRUNK_CACHE_LIMIT:
+        return True
+    warnings.warn(
+        f"the frozen trunk's output for these pairs would take {size / 2**30:.1f} GiB per process (limit "
+        f"{TRUNK_CACHE_LIMIT / 2**30:.0f} GiB): DPO recomputes the trunk in every update instead",
+        stacklevel=3,
+    )
+    return False
 
 
 def offline_trainer(

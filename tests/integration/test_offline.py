@@ -258,3 +258,26 @@ def test_rft_stop_and_resume_mid_pass_equals_an_uninterrupted_run(model, tmp_pat
     growth_steps = sum("rft/sampled_mean" in r for r in metric_rows(tmp_path / "straight"))
     assert growth_steps >= 2  # the stop fell after a growth step, whose completions the checkpoint kept
     assert sum(len(c) for c in trainer.objective.completions) == growth_steps * 8 * len(TINY_PROMPTS)
+
+
+def test_dpo_with_a_cached_frozen_trunk_takes_the_same_steps(model, tmp_path):
+    """With the hydra reference the frozen trunk's output is recorded with the reference's log-probs and replayed
+    in every update (only the top block runs); the steps match a run that computes the whole model each time."""
+    common = {"model.num_layers_unfrozen": 1, "train.total_steps": 4, "train.batch_size": 4}
+    cached = trlx.train(
+        str(model),
+        samples=pairs(TRAIN_PROMPTS),
+        config=dpo_config(tmp_path / "a", **common, **{"model.reference": "hydra"}),
+    )
+    plain = trlx.train(
+        str(model),
+        samples=pairs(TRAIN_PROMPTS),
+        config=dpo_config(tmp_path / "b", **common, **{"model.reference": "copy"}),
+    )
+    assert cached.objective.trunk is not None and cached.objective.trunk.replays == 2 * 4  # chosen + rejected
+    assert plain.objective.trunk is None
+    a = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if "loss/dpo" in r]
+    b = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss/dpo" in r]
+    assert [r["loss/dpo"] for r in a] == pytest.approx([r["loss/dpo"] for r in b], rel=1e-4)
+    wa, wb = cached.model.lm.state_dict(), plain.model.lm.state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

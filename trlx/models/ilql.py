@@ -36,9 +36,14 @@ class ILQLHeads(nn.Module):
     def forward(self, hidden: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """hidden: (..., H) -> Q values [(..., V)] of the heads and of the target heads, and V (...)."""
         qs = [q(hidden) for q in self.q_heads]
+        target_qs, values = self.sampling(hidden)
+        return qs, target_qs, values
+
+    def sampling(self, hidden: Tensor) -> tuple[list[Tensor], Tensor]:
+        """What the sampling policy reads: the target Q values (no gradient) and V, without the trained Q heads."""
         with torch.no_grad():
             target_qs = [q(hidden) for q in self.target_q_heads]
-        return qs, target_qs, self.v_head(hidden).squeeze(-1)
+        return target_qs, self.v_head(hidden).squeeze(-1)
 
 
 class ILQLOutput(NamedTuple):
@@ -71,7 +76,8 @@ class ILQLPolicy(nn.Module):
         out, hidden = forward_with_head_input(
             self.lm, self.accepts_keep, input_ids, attention_mask, position_ids, logits_to_keep
         )
-        logits = out.logits[:, -logits_to_keep:]
+        # A model without `logits_to_keep` returns every position: cut both to the last `logits_to_keep` first.
+        logits, hidden = out.logits[:, -logits_to_keep:], hidden[:, -logits_to_keep:]
         logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
         hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
         qs, target_qs, values = self.ilql_heads(hidden.to(parameter_dtype(self.ilql_heads)))
@@ -106,7 +112,7 @@ class ILQLSamplingLM(nn.Module):
         out, hidden = forward_with_head_input(
             policy.lm, policy.accepts_keep, input_ids, attention_mask, position_ids, keep, **kwargs
         )
-        _, target_qs, values = policy.ilql_heads(hidden[:, -1].to(parameter_dtype(policy.ilql_heads)))
+        target_qs, values = policy.ilql_heads.sampling(hidden[:, -1].to(parameter_dtype(policy.ilql_heads)))
         shifted = ilql_policy_logits(out.logits[:, -1], target_qs, values, policy.beta)
         out.logits = shifted[:, None]
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -245,11 +246,23 @@ def wind_up(trainer: Any, stop: StopOnSignal) -> None:
             print(message, file=sys.stderr, flush=True)
         if trainer.logger is not None:
             trainer.logger.close()
+            report_quietly(trainer.checkpoint_dir)
         raise stop.interruption(message)
     if trainer.step % train.checkpoint_interval != 0:
         save(trainer, trainer.checkpoint_dir / checkpoint_name(trainer.step))
     if trainer.eval_prompts is not None and trainer.step % train.eval_interval != 0:
         trainer.evaluate()
+
+
+def report_quietly(run_dir: Path) -> Path | None:
+    """report.html for the run; a failure to draw it warns and never fails a run that trained."""
+    try:
+        return write_report(run_dir)[0]
+    except Exception as e:  # noqa: BLE001 - the report is a convenience; the run's results are already saved
+        warnings.warn(
+            f"could not write {run_dir}/report.html ({type(e).__name__}: {e}); try `trlx report`", stacklevel=2
+        )
+        return None
 
 
 def finish(trainer: Trainer, started: float) -> None:
@@ -258,7 +271,7 @@ def finish(trainer: Trainer, started: float) -> None:
     if trainer.logger is None:
         return
     trainer.logger.close()
-    report, _ = write_report(trainer.checkpoint_dir)
+    report = report_quietly(trainer.checkpoint_dir)
     seconds = time.perf_counter() - started
     latest = read_latest(trainer.checkpoint_dir)
     method = trainer.config.method.name

@@ -2,13 +2,16 @@
 
 - `SFTObjective`: the negative log-likelihood of the learned tokens (completions, assistant turns).
 - `DPOObjective`: the DPO / IPO loss on (prompt, chosen, rejected) pairs against reference log-probs that are
-  computed once, up front, so the reference model is not kept during training.
+  computed once, up front, so the reference model is not kept during training. With a frozen trunk
+  (`model.num_layers_unfrozen` and the hydra reference, which shares it) the trunk's output for every
+  sequence is recorded in that same pass and replayed in every update, so training runs only the top blocks.
 - `ILQLObjective`: ILQL's loss on samples with one reward each, the target Q heads synced every
   `steps_for_target_q_sync` optimizer steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,7 @@ from trlx.algorithms.sft import sft_loss
 from trlx.config import PPOConfig
 from trlx.data.prompts import position_ids_from_mask
 from trlx.data.samples import SequenceBatch, TokenizedExample, collate
+from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.scoring import ForwardFn, score_response
 
 
@@ -66,40 +70,81 @@ class SFTObjective:
 
 @dataclass
 class PairBatch:
-    """Preference pairs: the chosen and the rejected completion of each prompt (row b of both is one pair) and
-    the reference's summed log-probs of each, (B,)."""
+    """Preference pairs: the chosen and the rejected completion of each prompt (row b of both is one pair), the
+    reference's summed log-probs of each, (B,), and the frozen trunk's output for each sequence, (B, L, H) in the
+    batch's layout (left-padded query, right-padded response), when it is cached."""
 
     chosen: SequenceBatch
     rejected: SequenceBatch
     ref_chosen: Tensor
     ref_rejected: Tensor
+    trunk_chosen: Tensor | None = None
+    trunk_rejected: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.chosen)
 
+    def _map(self, fn: Any) -> PairBatch:
+        return PairBatch(*(None if t is None else fn(t) for t in vars(self).values()))
+
     def select(self, index: Tensor) -> PairBatch:
-        return PairBatch(
-            self.chosen.select(index), self.rejected.select(index), self.ref_chosen[index], self.ref_rejected[index]
-        )
+        return self._map(lambda t: t.select(index) if isinstance(t, SequenceBatch) else t[index])
 
     def to(self, device: torch.device | str) -> PairBatch:
-        return PairBatch(
-            self.chosen.to(device), self.rejected.to(device), self.ref_chosen.to(device), self.ref_rejected.to(device)
-        )
+        return self._map(lambda t: t.to(device))
+
+
+@dataclass
+class TrunkOutput:
+    """One sequence's frozen-trunk output, split at the prompt: (P_i, H) and (R_i, H), without padding."""
+
+    query: Tensor
+    response: Tensor
+
+
+def trunk_rows(trunk: Tensor, batch: SequenceBatch) -> list[TrunkOutput]:
+    """Cut a batch's (B, P + R, H) trunk output into each row's unpadded query and response parts."""
+    width_q = batch.query_ids.shape[1]
+    rows = []
+    for b in range(len(batch)):
+        n_q, n_r = int(batch.query_mask[b].sum()), int(batch.response_mask[b].sum())
+        rows.append(TrunkOutput(trunk[b, width_q - n_q : width_q].clone(), trunk[b, width_q : width_q + n_r].clone()))
+    return rows
+
+
+def collate_trunk(rows: Sequence[TrunkOutput], batch: SequenceBatch) -> Tensor:
+    """The (B, P + R, H) trunk output in `batch`'s layout, zero at padding (which attention masks out)."""
+    width_q, width_r = batch.query_ids.shape[1], batch.response_ids.shape[1]
+    out = rows[0].query.new_zeros((len(rows), width_q + width_r, rows[0].query.shape[-1]))
+    for b, row in enumerate(rows):
+        out[b, width_q - len(row.query) : width_q] = row.query
+        out[b, width_q : width_q + len(row.response)] = row.response
+    return out
 
 
 @torch.no_grad()
-def summed_logprobs(forward: ForwardFn, examples: Sequence[TokenizedExample], pad_id: int, device: Any) -> Tensor:
-    """(N,) summed log-probs of each example's learned tokens, in batches of 16 (for the reference, up front)."""
-    sums = []
+def summed_logprobs(
+    forward: ForwardFn,
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    device: Any,
+    trunk: FrozenTrunk | None = None,
+) -> tuple[Tensor, list[TrunkOutput] | None]:
+    """(N,) summed log-probs of each example's learned tokens, in batches of 16 (for the reference, up front), and,
+    with `trunk` (shared by the forward's model), each example's recorded trunk output."""
+    sums, outputs = [], []
     for start in range(0, len(examples), 16):
         batch = collate(examples[start : start + 16], pad_id).to(device)
-        sums.append(sequence_logprobs(forward, batch).sum(-1).float().cpu())
-    return torch.cat(sums) if sums else torch.zeros(0)
+        with trunk.capture() if trunk is not None else contextlib.nullcontext() as captured:
+            sums.append(sequence_logprobs(forward, batch).sum(-1).float().cpu())
+        if captured:
+            outputs += trunk_rows(captured[-1].cpu(), batch.to("cpu"))
+    return (torch.cat(sums) if sums else torch.zeros(0)), (outputs if trunk is not None else None)
 
 
 class DPOObjective:
-    """Direct preference optimisation (or IPO) on pairs; `reference` is a forward of the frozen reference."""
+    """Direct preference optimisation (or IPO) on pairs; `reference` is a forward of the frozen reference, and
+    `trunk` the frozen trunk it shares with the policy (hydra), whose output is then cached for every update."""
 
     def __init__(
         self,
@@ -108,23 +153,33 @@ class DPOObjective:
         method: PPOConfig,
         reference: ForwardFn,
         device: Any,
+        trunk: FrozenTrunk | None = None,
     ) -> None:
         self.chosen = [c for c, _ in pairs]
         self.rejected = [r for _, r in pairs]
         self.pad_id = pad_id
         self.method = method
         self.lengths = [max(len(c), len(r)) for c, r in pairs]
-        self.ref_chosen = summed_logprobs(reference, self.chosen, pad_id, device)
-        self.ref_rejected = summed_logprobs(reference, self.rejected, pad_id, device)
+        self.trunk = trunk
+        self.ref_chosen, self.trunk_chosen = summed_logprobs(reference, self.chosen, pad_id, device, trunk)
+        self.ref_rejected, self.trunk_rejected = summed_logprobs(reference, self.rejected, pad_id, device, trunk)
 
     def batch(self, indices: Sequence[int]) -> PairBatch:
         index = torch.tensor(list(indices), dtype=torch.long)
-        return PairBatch(
-            collate([self.chosen[i] for i in indices], self.pad_id),
-            collate([self.rejected[i] for i in indices], self.pad_id),
-            self.ref_chosen[index],
-            self.ref_rejected[index],
-        )
+        chosen = collate([self.chosen[i] for i in indices], self.pad_id)
+        rejected = collate([self.rejected[i] for i in indices], self.pad_id)
+        trunks: tuple[Tensor | None, Tensor | None] = (None, None)
+        if self.trunk_chosen is not None and self.trunk_rejected is not None:
+            trunks = (
+                collate_trunk([self.trunk_chosen[i] for i in indices], chosen),
+                collate_trunk([self.trunk_rejected[i] for i in indices], rejected),
+            )
+        return PairBatch(chosen, rejected, self.ref_chosen[index], self.ref_rejected[index], *trunks)
+
+    def logprobs(self, policy: Any, batch: SequenceBatch, trunk: Tensor | None) -> Tensor:
+        """(B,) the policy's summed log-probs of the learned tokens, replaying the cached trunk if there is one."""
+        with self.trunk.replay(trunk) if self.trunk is not None else contextlib.nullcontext():
+            return sequence_logprobs(policy, batch).sum(-1)
 
     def normalizer(self, batch: PairBatch) -> Tensor:
         return torch.tensor(float(len(batch)))  # a mean over pairs
@@ -135,8 +190,8 @@ class DPOObjective:
     end_step = SFTObjective.end_step
 
     def loss(self, policy: Any, micro: PairBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:
-        chosen = sequence_logprobs(policy, micro.chosen).sum(-1)
-        rejected = sequence_logprobs(policy, micro.rejected).sum(-1)
+        chosen = self.logprobs(policy, micro.chosen, micro.trunk_chosen)
+        rejected = self.logprobs(policy, micro.rejected, micro.trunk_rejected)
         method = self.method
         out = dpo_loss(
             chosen,
