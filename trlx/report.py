@@ -143,11 +143,8 @@ def samples_table(pairs: Sequence[dict[str, Any]]) -> str:
     after = [p["reward_after"] for p in pairs if isinstance(p["reward_after"], int | float)]
     summary = ""
     if before and after:
-        improved = sum(
-            a > b
-            for a, b in zip((p["reward_after"] for p in pairs), (p["reward_before"] for p in pairs))
-            if a is not None and b is not None
-        )
+        scored = [p for p in pairs if p["reward_before"] is not None and p["reward_after"] is not None]
+        improved = sum(p["reward_after"] > p["reward_before"] for p in scored)
         summary = (
             f"<p>{len(pairs)} prompts. Mean reward at step {pairs[0]['step_before']}: <b>{_mean(before):+.3f}</b>, "
             f"at step {pairs[0]['step_after']}: <b>{_mean(after):+.3f}</b> (change {_mean(after) - _mean(before):+.3f});"
@@ -173,6 +170,11 @@ def _shade(value: float, scale: float, positive: str, negative: str) -> str:
     return f"rgba({colour},{alpha:.2f})"
 
 
+def visible(token: str) -> str:
+    """A token's text with line breaks and tabs shown as marks, so each sample stays on its rows."""
+    return token.replace("\n", "\u21b5").replace("\t", "\u21e5")
+
+
 def token_view_html(view: dict[str, Any] | None) -> str:
     """Each response token of the last rollout's first samples, coloured twice: by its KL to the reference
     (orange, darker = larger) and by its advantage (green positive, red negative)."""
@@ -193,7 +195,7 @@ def token_view_html(view: dict[str, Any] | None) -> str:
         ):
             spans = "".join(
                 f"<span class='tok' style='background:{_shade(v, scale, pos, neg)}' "
-                f"title='KL {k:+.4f}, advantage {a:+.4f}'>{html.escape(t)}</span>"
+                f"title='KL {k:+.4f}, advantage {a:+.4f}'>{html.escape(visible(t))}</span>"
                 for t, v, k, a in zip(s["tokens"], values, s["kl"], s["advantage"])
             )
             rows.append(f"<div class='tokrow'><span class='toklabel'>{name}</span>{spans}</div>")

@@ -101,10 +101,8 @@ def log_samples(tracker: Any, step: int, rows: list[dict[str, Any]]) -> None:
         import mlflow
 
         mlflow.log_dict({"step": step, "samples": rows}, f"eval_samples/step_{step:05d}.json")
-    elif tracker.name == "tensorboard":
-        lines = [
-            f"| {p!r} | {o!r} | {'' if r is None else format(r, '.3f')} |" for p, o, r in data[:16]
-        ]  # markdown table
+    elif tracker.name == "tensorboard":  # a markdown table of the first 16
+        lines = [f"| {p!r} | {o!r} | {'' if r is None else format(r, '.3f')} |" for p, o, r in data[:16]]
         text = "| prompt | output | reward |\n|---|---|---|\n" + "\n".join(lines)
         tracker.writer.add_text("eval/samples", text, step)
 

@@ -69,11 +69,11 @@ def test_malformed_lines_are_skipped_and_reported_with_their_line_number(tmp_pat
 
 def test_token_view_colours_each_token_by_kl_and_advantage():
     view = token_view(
-        3, ["a prompt"], [[" good", " <bad>"]], [[0.0, 0.5, 9.0]], [[1.0, -2.0, 9.0]], [0.75]
+        3, ["a prompt"], [[" good", " <bad>\n"]], [[0.0, 0.5, 9.0]], [[1.0, -2.0, 9.0]], [0.75]
     )  # the third position is padding: cut to the sample's 2 tokens
     assert view["samples"][0]["kl"] == [0.0, 0.5] and view["samples"][0]["advantage"] == [1.0, -2.0]
     page = token_view_html(view)
-    assert "Rollout at step 3" in page and "(score +0.750)" in page and "&lt;bad&gt;" in page
+    assert "Rollout at step 3" in page and "(score +0.750)" in page and "&lt;bad&gt;\u21b5" in page
     # KL 0.5 of max 0.5: full orange; advantage -2 of max 2: full red, +1: half green.
     assert "background:rgba(230,120,0,0.80)" in page and "background:rgba(230,120,0,0.00)" in page
     assert "background:rgba(210,40,40,0.80)" in page and "background:rgba(0,150,60,0.40)" in page
