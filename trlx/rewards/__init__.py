@@ -4,10 +4,7 @@ The names are imported on first use, so `trlx.rewards.rm_config` (read by `trlx 
 without torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from trlx.lazy import lazy_getattr
 
 _EXPORTS = {
     "CombinedReward": "trlx.rewards.combine",
@@ -17,9 +14,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'trlx.rewards' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
