@@ -45,6 +45,7 @@ from trlx.model_card import write_model_card
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead, model_config
 from trlx.report import FIGURES_DIR, REPORT_FILE, TOKEN_VIEW_FILE
+from trlx.trackers import TRACKER_DIRS
 from trlx.types import RolloutBatch
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -58,8 +59,6 @@ LATEST_FILE = "latest"
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 BEST_DIR = "best_checkpoint"
 INITIAL_MODEL_DIR = "initial_model"  # a model built from a PretrainedConfig, saved before training
-TENSORBOARD_DIR = "tensorboard"
-TRACKER_DIRS = ("wandb", "mlruns")  # W&B's files and the default MLflow store (trlx.trackers)
 REPORT_OUTPUTS = (REPORT_FILE, FIGURES_DIR, TOKEN_VIEW_FILE)  # trlx.report
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 
@@ -206,7 +205,7 @@ def earlier_run_outputs(checkpoint_dir: str | Path) -> list[Path]:
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
-    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, TENSORBOARD_DIR, *TRACKER_DIRS, *REPORT_OUTPUTS, INITIAL_MODEL_DIR}
+    names = {*LOG_FILES, LATEST_FILE, BEST_DIR, *TRACKER_DIRS, *REPORT_OUTPUTS, INITIAL_MODEL_DIR}
     return sorted(p for p in root.iterdir() if p.name in names or checkpoint_step(p) is not None)
 
 

@@ -28,6 +28,8 @@ from trlx.config import TrainConfig
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"  # the default local MLflow store, inside the run folder
+WANDB_DIR = "wandb"  # where wandb.init(dir=<checkpoint_dir>) keeps its files
+TRACKER_DIRS = (TENSORBOARD_DIR, WANDB_DIR, MLFLOW_DIR)  # what the trackers write into a run folder by default
 SAMPLE_COLUMNS = ("prompt", "output", "reward")
 
 
