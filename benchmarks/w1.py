@@ -156,8 +156,9 @@ def measure_machine() -> dict[str, float]:
     }
 
 
-def phase_work(lm, variant: str, prompt_tokens: float) -> dict[str, dict[str, float]]:
-    """FLOPs and bytes each phase needs at minimum for one W1 iteration (prompt_tokens: mean padded length)."""
+def phase_work(lm, variant: str, prompt_tokens: float, policy_scored: bool) -> dict[str, dict[str, float]]:
+    """FLOPs and bytes each phase needs at minimum for one W1 iteration (prompt_tokens: mean padded length;
+    policy_scored: whether scoring ran the policy again, or took the sampler's log-probs and values)."""
     import torch
 
     from trlx.models.policy import transformer_blocks
@@ -174,7 +175,7 @@ def phase_work(lm, variant: str, prompt_tokens: float) -> dict[str, dict[str, fl
     # With a frozen trunk its output is replayed: only the top blocks and the head run in scoring and updates.
     run = body if VARIANTS[variant]["num_layers_unfrozen"] < 0 else top
     method = VARIANTS[variant].get("method", {})
-    forwards = 1 if method and not method.get("method.kl_loss_coef") else 2  # policy, and the reference if any
+    forwards = int(policy_scored) + (0 if method and not method.get("method.kl_loss_coef") else 1)  # + reference
     score = {"flop": forwards * 2 * run * tokens, "head_flop": forwards * 2 * head * scored, "bytes": 0.0}
     # Per multiply-add: forward 2, input gradient 2, weight gradient 2 (the head's only if it is trained).
     head_flop = 6 if lm.get_output_embeddings().weight.requires_grad else 4
@@ -231,7 +232,8 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
                     "mean_reward": metrics["reward/mean"],
                     "kl": metrics["kl/mean"],
                     "prompt_width": widths[-1],
-                    "logprob_gap_max": metrics["rollout/logprob_gap_max"],
+                    "logprob_gap_max": metrics.get("rollout/logprob_gap_max"),  # measured when scored again
+                    "policy_scored": "rollout/logprob_gap_max" in metrics,
                 }
             )
             print(
@@ -243,7 +245,8 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
         lm = trainer.accelerator.unwrap_model(trainer.policy).lm
         steady = rows[2:] if len(rows) >= 3 else rows
         median_width = statistics.median(r["prompt_width"] for r in steady)
-        work = phase_work(lm, variant, sum(r["prompt_width"] for r in steady) / len(steady))
+        scored = any(r["policy_scored"] for r in steady)
+        work = phase_work(lm, variant, sum(r["prompt_width"] for r in steady) / len(steady), scored)
     med = {k: statistics.median(r[k] for r in steady) for k in ("sec", "gen_sec", "score_sec", "update_sec")}
     return {
         "variant": variant,

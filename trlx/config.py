@@ -584,6 +584,13 @@ class PPOConfig:
         "sampling table lists what each does and what is refused); nothing comes from generation_config.json.",
         default_factory=lambda: {"max_new_tokens": 40, "top_k": 0, "top_p": 1.0, "do_sample": True},
     )
+    logprobs_from_sampling: bool | None = doc(
+        "Take the rollout's old log-probs and values from the sampler, which records them while decoding, instead "
+        "of running the policy over the rollout again (the reference still runs). None: yes once the first "
+        "rollout's policy forward matched them within 1e-3 (rollout/logprob_gap_max, rollout/value_gap_max) in a "
+        "run without mixed precision, DeepSpeed or FSDP, else no; False: score every rollout again.",
+        None,
+    )
 
     def __post_init__(self) -> None:
         self.gen_kwargs = new_token_lengths(numbers_from_strings(self.gen_kwargs))

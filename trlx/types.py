@@ -39,6 +39,8 @@ class Generation:
     outputs: the B decoded continuations (stop sequence removed).
     logprobs: (B, R) float log-prob of each kept token under the distribution that drew it (0 on padding), or
         None when the engine does not report it.
+    values: (B, R) float V(s_t) of the policy's value head in the state each kept token was drawn in (0 on
+        padding), recorded while sampling when asked, else None.
     trunk: (B, P + R, H) output of the policy's frozen trunk for [prompt, response] recorded while sampling
         (`trlx.models.trunk`), or None. The last column, never fed to the model, is zeros.
     """
@@ -49,6 +51,7 @@ class Generation:
     outputs: list[str]
     logprobs: Tensor | None = None
     trunk: Tensor | None = None
+    values: Tensor | None = None
 
     @property
     def samples(self) -> list[str]:
@@ -152,12 +155,13 @@ def right_pad_cat(tensors: list[Tensor], width: int) -> Tensor:
 @dataclass
 class SampledChunk:
     """One generate call's samples, scored: `batch` (B rows) with the reward function's (B,) `scores` and, for
-    dense rewards, (B, R) per-token scores; `gap` the sampler-vs-scorer log-prob gap; `problem` a non-finite value."""
+    dense rewards, (B, R) per-token scores; `gap` the sampler-vs-scorer gaps (largest log-prob and value
+    differences, (2,)) when the policy scored the samples again, else None; `problem` a non-finite value."""
 
     batch: RolloutBatch
     scores: Tensor
     dense: Tensor | None
-    gap: Tensor
+    gap: Tensor | None
     problem: str | None
 
     def select(self, rows: Tensor) -> SampledChunk:

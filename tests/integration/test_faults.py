@@ -60,8 +60,8 @@ def test_nonfinite_reward_or_logprobs_skip_the_rollout_and_are_counted(model_pat
 
     real_score, score_calls = PPOTrainer.score, {"n": 0}
 
-    def score_with_nan(self, generation):
-        chunk = real_score(self, generation)
+    def score_with_nan(self, generation, from_sampling=False):
+        chunk = real_score(self, generation, from_sampling)
         score_calls["n"] += 1
         if score_calls["n"] == 7:  # the first chunk of rollout 4 (every rollout scores 2 chunks, skipped or not)
             chunk.logprobs[0, 0] = math.nan

@@ -14,12 +14,21 @@ REFERENCES = {
     "hydra": {"model.reference": "hydra", "model.num_layers_unfrozen": 1},
     "lora_with_dropout": {"model.peft_config": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1}},
     "copy_top_p_top_k": {"method.gen_kwargs": {"max_new_tokens": 8, "top_p": 0.9, "top_k": 20, "temperature": 0.9}},
+    "copy_scored_again": {"method.logprobs_from_sampling": False},
+    "hydra_scored_again": {
+        "model.reference": "hydra",
+        "model.num_layers_unfrozen": 1,
+        "method.logprobs_from_sampling": False,
+    },
 }
 
 
 @pytest.mark.parametrize("overrides", REFERENCES.values(), ids=REFERENCES.keys())
 def test_first_minibatch_of_every_rollout_has_ratio_one(tiny_gpt2_path, tmp_path, overrides):
     """2 rollouts of 16 samples, 2 epochs of 2 minibatches: steps 1 and 5 are the first updates on a rollout.
+
+    The first rollout is scored by the policy forward and matches the sampler's log-probs and values; by default
+    the second then uses the sampler's (no gap is measured), unless `method.logprobs_from_sampling` is False.
 
     For LoRA the second rollout matters: its adapters have moved from zero, so dropout left on in the adapters
     would make update-time log-probs differ from rollout-time ones there."""
@@ -43,7 +52,12 @@ def test_first_minibatch_of_every_rollout_has_ratio_one(tiny_gpt2_path, tmp_path
     for step in (1, 5):
         assert rows[step]["policy/approx_kl"] < 1e-6, (step, rows[step]["policy/approx_kl"])
         assert rows[step]["policy/clipfrac"] == 0.0, step
-        assert rows[step]["rollout/logprob_gap_max"] < 1e-4, step  # sampling log-probs equal the scored ones
+    # sampling log-probs and values equal the scored ones
+    assert rows[1]["rollout/logprob_gap_max"] < 1e-4 and rows[1]["rollout/value_gap_max"] < 1e-4
+    scored_again = overrides.get("method.logprobs_from_sampling") is False
+    assert ("rollout/logprob_gap_max" in rows[5]) == scored_again
+    if scored_again:
+        assert rows[5]["rollout/logprob_gap_max"] < 1e-4 and rows[5]["rollout/value_gap_max"] < 1e-4
     assert rows[8]["policy/approx_kl"] > 1e-6  # later minibatches do see a moved policy
     if "model.reference" not in overrides and "model.peft_config" not in overrides:
         assert rows[1]["policy/entropy"] > 0

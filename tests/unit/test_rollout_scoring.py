@@ -1,15 +1,20 @@
 """Through the trainer: the sampled distribution is the scored one, whatever the checkpoint's generation_config.json
 says; left padding does not change scores; EOS ids come from the tokenizer and the model; the KV cache is used."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from accelerate.utils import DistributedType
 from conftest import TINY_PROMPTS, good_word_reward, save_tiny_gpt2, tiny_ppo_config
 from transformers import AutoModelForCausalLM, GenerationConfig
 
+from trlx.config import ConfigError
 from trlx.data.prompts import PromptPipeline, to_prompts
 from trlx.models.policy import load_tokenizer
 from trlx.rollout.options import SamplingParams
 from trlx.rollout.scoring import reference_forward, score_response
+from trlx.trainers.online import reuse_sampled_setting
 from trlx.trlx import make_trainer
 
 
@@ -61,6 +66,50 @@ def test_sampling_logprobs_equal_scored_old_logprobs(opinionated_model, tmp_path
     torch.testing.assert_close(generation.logprobs[mask], rollout.logprobs[mask], atol=1e-4, rtol=0)
     if "min_new_tokens" in extra:  # EOS was banned early on, so every response is at least that long
         assert (generation.response_mask.sum(-1) >= extra["min_new_tokens"]).all()
+
+
+@pytest.mark.parametrize(
+    "model", [{}, {"model.reference": "hydra", "model.num_layers_unfrozen": 1}], ids=["copy", "hydra"]
+)
+def test_sampler_records_the_values_and_log_probs_the_policy_forward_computes(opinionated_model, tmp_path, model):
+    """With the sampler's records (`from_sampling`) the rollout equals the one scored by a second policy forward;
+    the value head is randomised so that its values are not all zero."""
+    trainer = trainer_for(opinionated_model, tmp_path, {"max_new_tokens": 8, "top_k": 10}, **model)
+    head = trainer.accelerator.unwrap_model(trainer.policy).value_head
+    with torch.no_grad():
+        head.weight.normal_(), head.bias.fill_(0.3)
+    torch.manual_seed(0)
+    generation = trainer.generate(trainer.train_prompts.batch(list(range(16))), record_trunk=True, values=True)
+    scored, recorded = trainer.score(generation), trainer.score(generation, from_sampling=True)
+    mask = generation.response_mask.bool()
+    assert mask.sum() > 16 and scored.values[mask].abs().min() > 1e-3
+    torch.testing.assert_close(recorded.values[mask], scored.values[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(recorded.logprobs[mask], scored.logprobs[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(recorded.ref_logprobs, scored.ref_logprobs, atol=0, rtol=0)
+    assert trainer.generate(trainer.train_prompts.batch([0])).values is None  # recorded only when asked
+
+
+def test_logprobs_from_sampling_is_decided_by_the_first_rollout_unless_set(opinionated_model, tmp_path):
+    auto = trainer_for(opinionated_model, tmp_path / "auto", {"max_new_tokens": 4})
+    assert auto.reuse_sampled is None
+    auto.collect_rollout()
+    assert auto.reuse_sampled is True  # fp32: the gap is ~1e-6
+    _, metrics = auto.collect_rollout()
+    assert "rollout/logprob_gap_max" not in metrics  # not scored again
+    never = trainer_for(
+        opinionated_model, tmp_path / "never", {"max_new_tokens": 4}, **{"method.logprobs_from_sampling": False}
+    )
+    assert never.reuse_sampled is False
+    # Under autocast the decode and the full forward round differently: scored again. Under DeepSpeed/FSDP the
+    # sampler cannot run the sharded value head: scored again, and asking for it is an error.
+    policy = never.accelerator.unwrap_model(never.policy)
+    for engine, precision, expected in [("NO", "bf16", False), ("NO", "no", None), ("DEEPSPEED", "no", False)]:
+        accelerator = SimpleNamespace(
+            distributed_type=DistributedType[engine], mixed_precision=precision, unwrap_model=lambda m: m
+        )
+        assert reuse_sampled_setting(None, accelerator, policy) is expected
+    with pytest.raises(ConfigError, match="logprobs_from_sampling"):
+        reuse_sampled_setting(True, accelerator, policy)
 
 
 def test_sampled_distribution_ignores_the_checkpoints_generation_config(opinionated_model, tmp_path):

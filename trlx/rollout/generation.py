@@ -4,15 +4,19 @@ The loop draws every token from `sampling_logits` (the same function the scorer 
 log-prob of each drawn token, so "the distribution that sampled is the one that is scored" can be checked
 on every rollout (`rollout/logprob_gap_max`). Nothing is read from the checkpoint's generation_config.json.
 
+Given the policy's value head, the loop also records V(s_t) for every drawn token from the hidden state the LM
+head reads, so a rollout can use the sampler's log-probs and values instead of scoring the policy again
+(`method.logprobs_from_sampling`).
+
 The engine interface is deliberately narrow: a PromptBatch and SamplingParams in, token ids, masks and
-sampling log-probs out (a `Generation`), the policy's current weights read at call time. Another engine
+sampling log-probs (and values, when asked) out (a `Generation`), the policy's current weights read at call time. Another engine
 (e.g. vLLM) can take its place by returning the same `Generation` and syncing weights after each update.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -66,18 +70,22 @@ def generate(
     stop_sequences: Sequence[str] = (),
     all_finished: Callable[[bool], bool] | None = None,
     trunk: FrozenTrunk | None = None,
+    value_head: nn.Module | None = None,
 ) -> Generation:
     """Sample one continuation per prompt and truncate it after EOS or a stop sequence.
 
     `all_finished(local_done) -> bool` makes the loop stop only when every process is done (ZeRO-3 and FSDP
     gather parameters inside each forward, so all processes must run the same number of steps). With `trunk`,
-    the frozen trunk's output at every position fed to the model is recorded in `Generation.trunk`.
+    the frozen trunk's output at every position fed to the model is recorded in `Generation.trunk`; with
+    `value_head` (applied to the hidden state the LM head reads), the value of each drawn token's state in
+    `Generation.values`.
     """
     with trunk.capture() if trunk is not None else contextlib.nullcontext() as captured:
-        response, logprobs = _decode(lm, batch, params, all_finished)
+        response, logprobs, values = _decode(lm, batch, params, all_finished, value_head)
     ids, response_mask, outputs = truncate_responses(response, tokenizer, set(params.eos_token_ids), stop_sequences)
     width = ids.shape[1]
     sampled = logprobs[:, :width] * response_mask
+    sampled_values = None if values is None else values[:, :width] * response_mask
     recorded = None
     if captured:
         # Prompt positions, then one per fed token: P + (steps - 1) positions; the last response token is never
@@ -85,13 +93,49 @@ def generate(
         recorded = torch.cat(captured, dim=1)[:, : batch.input_ids.shape[1] + width].cpu()
         missing = batch.input_ids.shape[1] + width - recorded.shape[1]
         recorded = torch.nn.functional.pad(recorded, (0, 0, 0, missing))
-    return Generation(batch, ids, response_mask, outputs, logprobs=sampled, trunk=recorded)
+    return Generation(batch, ids, response_mask, outputs, logprobs=sampled, trunk=recorded, values=sampled_values)
+
+
+@contextlib.contextmanager
+def _values_of_last_position(lm: nn.Module, value_head: nn.Module | None) -> Iterator[list[Tensor]]:
+    """Collects value_head(h) (B,) float32 for h, the LM head's input at the last position, on every forward."""
+    values: list[Tensor] = []
+    if value_head is None:
+        yield values
+        return
+    dtype = value_head.weight.dtype
+
+    def record(module: nn.Module, args: tuple) -> None:
+        values.append(value_head(args[0][:, -1].to(dtype)).squeeze(-1).float())
+
+    handle = lm.get_output_embeddings().register_forward_pre_hook(record)
+    try:
+        yield values
+    finally:
+        handle.remove()
 
 
 def _decode(
+    lm: nn.Module,
+    batch: PromptBatch,
+    params: SamplingParams,
+    all_finished: Callable[[bool], bool] | None,
+    value_head: nn.Module | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The KV-cache sampling loop: (B, steps) token ids (pad after EOS), their sampling log-probs and, with
+    `value_head`, the values V(s_t) of the states they were drawn in (else None), on CPU."""
+    with _values_of_last_position(lm, value_head) as values:
+        tokens, logprobs = _sample_tokens(lm, batch, params, all_finished)
+    if value_head is None:
+        return tokens, logprobs, None
+    # One forward per drawn token: the prompt's gives V before token 0, each fed token's the next one's.
+    recorded = torch.stack(values[: tokens.shape[1]], dim=1).cpu()
+    return tokens, logprobs, recorded
+
+
+def _sample_tokens(
     lm: nn.Module, batch: PromptBatch, params: SamplingParams, all_finished: Callable[[bool], bool] | None
 ) -> tuple[Tensor, Tensor]:
-    """The KV-cache sampling loop: (B, steps) token ids (pad after EOS) and their sampling log-probs, on CPU."""
     device = next(lm.parameters()).device
     mask = batch.attention_mask.to(device)
     positions = position_ids_from_mask(mask)

@@ -86,15 +86,25 @@ def make_logger(config: TRLConfig, accelerator: Accelerator) -> MetricsLogger | 
     return MetricsLogger(train.checkpoint_dir, accelerator, tensorboard)
 
 
-def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None) -> Generation:
+def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None, values: bool = False) -> Generation:
     """Sample continuations of `batch` from the policy's `sampling_lm` (its LM; ILQL's advantage-shifted policy),
-    gathering sharded parameters for generation."""
+    gathering sharded parameters for generation; `values`: record the value head's V(s_t) too."""
     trainer.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
     accelerator = trainer.accelerator
-    lm = accelerator.unwrap_model(trainer.policy).sampling_lm
+    policy = accelerator.unwrap_model(trainer.policy)
+    value_head = policy.value_head if values else None
     with full_params_for_generation(accelerator, trainer.policy) as synced, accelerator.autocast():
         all_finished = (lambda done: not any_process(accelerator, not done)) if synced else None
-        return generate(lm, batch, trainer.tokenizer, trainer.sampling, trainer.stop_sequences, all_finished, trunk)
+        return generate(
+            policy.sampling_lm,
+            batch,
+            trainer.tokenizer,
+            trainer.sampling,
+            trainer.stop_sequences,
+            all_finished,
+            trunk,
+            value_head,
+        )
 
 
 def micro_batches(items: Any, n_micro: int) -> list[Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from trlx.algorithms.advantages import overlong_penalty
@@ -32,7 +33,7 @@ from trlx.checkpoint import (
     checkpoint_name,
     read_latest,
 )
-from trlx.config import TRLConfig
+from trlx.config import ConfigError, TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
     global_max,
@@ -58,6 +59,41 @@ MetricFn = Callable[..., dict[str, Any]]
 # with groups whose rewards are all equal).
 MAX_SAMPLING_ROUNDS = 4
 TOKEN_VIEW_SAMPLES = 4  # samples of each rollout kept for the report's token view
+
+
+# Largest log-prob (nats) and value gap between the sampler's records and the policy forward under which the
+# sampler's are used (fp32 on CPU: ~1e-6; a ratio of exp(1e-3) is far inside any PPO clip range).
+SAMPLING_TOLERANCE = 1e-3
+
+
+def reuse_sampled_setting(setting: bool | None, accelerator: Accelerator, policy: nn.Module) -> bool | None:
+    """`method.logprobs_from_sampling` for this run: True (use the sampler's records), False (score again) or
+    None (decide on the first rollout). Refused where the sampler cannot record them: under DeepSpeed or FSDP
+    (sharded weights) and for a policy that samples from something else than its LM (ILQL)."""
+    unwrapped = accelerator.unwrap_model(policy)
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if sharded or unwrapped.sampling_lm is not unwrapped.lm:
+        if setting:
+            raise ConfigError(
+                "method.logprobs_from_sampling=True needs trlx's sampler on the policy's own LM, without DeepSpeed "
+                "or FSDP; set it to null or false"
+            )
+        return False
+    precise = accelerator.mixed_precision == "no" and next(unwrapped.parameters()).dtype == torch.float32
+    if setting is None:
+        return None if precise else False
+    return setting
+
+
+def sampling_gap(generation: Generation, scored: RolloutBatch) -> Tensor:
+    """(2,) largest |sampler - policy forward| differences of the log-probs and the values on response tokens."""
+    mask = scored.response_mask
+    gaps = [torch.zeros(()), torch.zeros(())]
+    if generation.logprobs is not None:
+        gaps[0] = ((generation.logprobs - scored.logprobs).abs() * mask).max()
+    if generation.values is not None:
+        gaps[1] = ((generation.values - scored.values).abs() * mask).max()
+    return torch.stack(gaps)
 
 
 class OnlineTrainer:
@@ -105,6 +141,7 @@ class OnlineTrainer:
             eos_ids = merge_eos_ids(eos_ids, end_of_turn_ids(tokenizer))  # the assistant's turn ends the response
         self.sampling = SamplingParams.from_gen_kwargs(method.gen_kwargs, eos_ids, tokenizer.pad_token_id)
         self.kl_ctl = make_kl_controller(method.init_kl_coef, method.target, method.horizon)
+        self.reuse_sampled = reuse_sampled_setting(method.logprobs_from_sampling, self.accelerator, self.policy)
         self.reward_moments = RunningMoments()
         # scale_reward=ref without method.ref_std divides by the first rollout's score std (as trlX does).
         self.first_rollout_std: float | None = None
@@ -262,7 +299,7 @@ class OnlineTrainer:
             "kl/coef": self.kl_ctl.value,
             "response/length_mean": global_mean(self.accelerator, mask.sum(-1).float()),
             **estimate.metrics,
-            "rollout/logprob_gap_max": global_max(self.accelerator, torch.stack([c.gap for c in pieces]).max()),
+            **self.sampling_gap_metrics([c.gap for c in pieces if c.gap is not None]),
             "time/rollout_s": time.perf_counter() - t0,
         }
         if method.num_generations > 1:
@@ -277,6 +314,23 @@ class OnlineTrainer:
         for key, values in sorted(component_metrics.items()):
             metrics[key] = global_mean(self.accelerator, torch.tensor(values, dtype=torch.float64))
         return rollout, metrics
+
+    def sampling_gap_metrics(self, gaps: list[Tensor]) -> dict[str, float]:
+        """The largest sampler-vs-policy-forward gaps of a rescored rollout; under `logprobs_from_sampling=None`
+        the first such rollout decides whether the later ones use the sampler's log-probs and values."""
+        if not gaps:
+            return {}
+        gap = torch.stack(gaps).amax(0)
+        logprob_gap, value_gap = global_max(self.accelerator, gap[0]), global_max(self.accelerator, gap[1])
+        if self.reuse_sampled is None:
+            self.reuse_sampled = max(logprob_gap, value_gap) < SAMPLING_TOLERANCE
+            if not self.reuse_sampled and self.is_main:
+                warnings.warn(
+                    f"the sampler's log-probs/values differ from the policy forward's by up to {logprob_gap:.2g} / "
+                    f"{value_gap:.2g} (tolerance {SAMPLING_TOLERANCE}): every rollout is scored again",
+                    stacklevel=2,
+                )
+        return {"rollout/logprob_gap_max": logprob_gap, "rollout/value_gap_max": value_gap}
 
     def token_view(self, rollout: RolloutBatch, kl: Tensor, scores: Tensor, n: int = TOKEN_VIEW_SAMPLES) -> dict:
         """The first `n` samples of `rollout` token by token: text, per-token KL and advantage (trlx.report)."""
@@ -337,7 +391,10 @@ class OnlineTrainer:
         method = self.config.method
         group = method.num_generations
         indices = [i for i in self.sampler.take(n // group) for _ in range(group)]
-        generation = self.generate(self.train_prompts.batch(indices), record_trunk=True)
+        reuse = self.reuse_sampled is True
+        generation = self.generate(
+            self.train_prompts.batch(indices), record_trunk=True, values=self.reuse_sampled is not False
+        )
         problem = None
         try:
             scores, dense = compute_scores(
@@ -356,18 +413,16 @@ class OnlineTrainer:
             )
             scores = scores + penalty
             dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
-        batch = self.score(generation)
-        gap = torch.zeros(())
-        if generation.logprobs is not None:  # sampling equals scoring: the gap is ~1e-6 in fp32
-            gap = ((generation.logprobs - batch.logprobs).abs() * batch.response_mask).max()
+        batch = self.score(generation, from_sampling=reuse)
+        gap = None if reuse else sampling_gap(generation, batch)
         problem = problem or nonfinite(
             {"logprobs": batch.logprobs, "ref_logprobs": batch.ref_logprobs, "values": batch.values},
             batch.response_mask,
         )
         return SampledChunk(batch, scores, dense, gap, problem)
 
-    def generate(self, batch: Any, record_trunk: bool = False) -> Generation:
-        return common.sample(self, batch, self.trunk if record_trunk else None)
+    def generate(self, batch: Any, record_trunk: bool = False, values: bool = False) -> Generation:
+        return common.sample(self, batch, self.trunk if record_trunk else None, values)
 
     def replaying_trunk(self, trunk: Tensor | None) -> contextlib.AbstractContextManager:
         """Forwards inside skip the frozen trunk and use `trunk` (B, L, H), its recorded output, when there is one."""
@@ -376,8 +431,9 @@ class OnlineTrainer:
         return self.trunk.replay(trunk.to(self.accelerator.device))
 
     @torch.no_grad()
-    def score(self, generation: Generation) -> RolloutBatch:
-        """Old log-probs and values from the policy, reference log-probs, for the tokens just generated."""
+    def score(self, generation: Generation, from_sampling: bool = False) -> RolloutBatch:
+        """Old log-probs and values from the policy (`from_sampling`: those the sampler recorded), reference
+        log-probs, for the tokens just generated."""
         device = self.accelerator.device
         query_ids, query_mask = generation.prompt.input_ids.to(device), generation.prompt.attention_mask.to(device)
         response_ids, response_mask = generation.response_ids.to(device), generation.response_mask.to(device)
@@ -387,7 +443,11 @@ class OnlineTrainer:
         policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
         args = (query_ids, query_mask, response_ids, response_mask)
         with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
-            logprobs, values, _ = score_response(policy, *args, self.sampling)
+            if from_sampling:
+                logprobs = generation.logprobs.to(device)
+                values = None if generation.values is None else generation.values.to(device)
+            else:
+                logprobs, values, _ = score_response(policy, *args, self.sampling)
             ref_logprobs = logprobs.clone()  # without a reference (no KL anywhere) the KL terms are exactly 0
             if self.reference is not None:
                 with self.accelerator.autocast():  # the reference in the policy's precision, so KL starts at 0
@@ -507,6 +567,7 @@ class OnlineTrainer:
             "kl_controller": self.kl_ctl.state_dict(),
             "reward_moments": self.reward_moments.state_dict(),
             "first_rollout_std": self.first_rollout_std,
+            "reuse_sampled": self.reuse_sampled,
             "faults": self.faults.state_dict(),
             "rollout": None
             if self.rollout is None
@@ -521,6 +582,8 @@ class OnlineTrainer:
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.reward_moments.load_state_dict(state["reward_moments"])
         self.first_rollout_std = state.get("first_rollout_std")
+        if self.reuse_sampled is None:  # still to be decided here: as the interrupted run decided it
+            self.reuse_sampled = state.get("reuse_sampled")
         self.faults.load_state_dict(state["faults"])
         in_flight = state["rollout"]
         self.rollout_metrics = {} if in_flight is None else dict(in_flight["metrics"])
