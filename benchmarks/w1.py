@@ -17,6 +17,10 @@ the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1,
 - full: the whole model trainable, a frozen copy as reference (TRL has a third copy: its critic's backbone).
 - hydra2: `num_layers_unfrozen=2` with the hydra reference: the frozen 28 blocks run once per rollout, while
   sampling, and are replayed for scoring and every update.
+- full_ckpt: as full, with `train.gradient_checkpointing` (block activations recomputed in backward).
+
+From the second iteration on, scoring runs only the reference: the policy's old log-probs and values are the
+ones the sampler recorded (`method.logprobs_from_sampling`, checked against a policy forward on iteration 1).
 
 One difference from TRL: trlx reaches exactly 16 tokens with `min_new_tokens=16` (EOS banned and scored as
 banned), TRL by generating past EOS; the compute is the same.
@@ -52,6 +56,8 @@ GRPO8 = {"method.name": "grpo", "method.num_generations": 8, "method.init_kl_coe
 VARIANTS = {
     "full": {"num_layers_unfrozen": -1, "reference": "copy"},
     "hydra2": {"num_layers_unfrozen": 2},
+    # The whole model again, its block activations recomputed in backward instead of stored (memory for time).
+    "full_ckpt": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": True},
     # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
     "grpo8": {"num_layers_unfrozen": -1, "reference": "copy", "method": {**GRPO8, "method.kl_loss_coef": 0.05}},
     # No KL at all: no reference model is built or run.
@@ -95,6 +101,7 @@ def w1_config(model_path: str, variant: str, workdir: Path):
             "model.reference": model.get("reference", "hydra"),
             "tokenizer.tokenizer_path": None,
             "train.seq_length": 64,
+            "train.gradient_checkpointing": model.get("gradient_checkpointing", False),
             "train.batch_size": PROMPTS_PER_ITER,
             "train.total_steps": 10**6,
             "train.max_grad_norm": None,
@@ -180,8 +187,9 @@ def phase_work(lm, variant: str, prompt_tokens: float, policy_scored: bool) -> d
     # Per multiply-add: forward 2, input gradient 2, weight gradient 2 (the head's only if it is trained).
     head_flop = 6 if lm.get_output_embeddings().weight.requires_grad else 4
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
+    recompute = 2 if VARIANTS[variant].get("gradient_checkpointing") else 0  # the blocks' forward, again
     update = {
-        "flop": 4 * 6 * run * tokens,
+        "flop": 4 * (6 + recompute) * run * tokens,
         "head_flop": 4 * head_flop * head * scored,
         "bytes": 4 * 7 * 4 * trainable,
     }
