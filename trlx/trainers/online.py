@@ -86,14 +86,21 @@ def reuse_sampled_setting(setting: bool | None, accelerator: Accelerator, policy
 
 
 def sampling_gap(generation: Generation, scored: RolloutBatch) -> Tensor:
-    """(2,) largest |sampler - policy forward| differences of the log-probs and the values on response tokens."""
+    """(2,) largest |sampler - policy forward| differences of the log-probs and the values on response tokens;
+    inf where the sampler recorded nothing (an engine without log-probs, values not asked for), so that the
+    sampler's records are used only where they exist."""
     mask = scored.response_mask
-    gaps = [torch.zeros(()), torch.zeros(())]
-    if generation.logprobs is not None:
-        gaps[0] = ((generation.logprobs - scored.logprobs).abs() * mask).max()
-    if generation.values is not None:
-        gaps[1] = ((generation.values - scored.values).abs() * mask).max()
-    return torch.stack(gaps)
+
+    def gap(recorded: Tensor | None, forward: Tensor) -> Tensor:
+        return torch.tensor(math.inf) if recorded is None else ((recorded - forward).abs() * mask).max()
+
+    no_values = generation.values is None and not scored.values.any()  # critic-free: nothing to record
+    return torch.stack(
+        [
+            gap(generation.logprobs, scored.logprobs),
+            torch.zeros(()) if no_values else gap(generation.values, scored.values),
+        ]
+    )
 
 
 class OnlineTrainer:
