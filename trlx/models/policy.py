@@ -6,8 +6,10 @@ as the `nn.ModuleList` whose length equals the config's layer count.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,7 @@ def forward_with_head_input(
     and the hidden states its LM head read there (B, K, H), caught by a hook on the head, so neither full-length logits nor every layer's hidden states
     are kept. `kwargs` go to the LM (a KV cache when decoding; `use_cache` defaults to False)."""
     keep = {"logits_to_keep": logits_to_keep} if accepts_keep and logits_to_keep else {}
-    captured: list[Tensor] = []
-    handle = lm.get_output_embeddings().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-    try:
+    with head_inputs(lm) as captured:
         out = lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -96,9 +96,18 @@ def forward_with_head_input(
             **{"use_cache": False, **kwargs},
             **keep,
         )
+    return out, captured[-1][:, -out.logits.shape[1] :]
+
+
+@contextlib.contextmanager
+def head_inputs(lm: nn.Module) -> Iterator[list[Tensor]]:
+    """Inside, every input (B, K, H) the LM head reads is appended to the yielded list (a forward pre-hook)."""
+    captured: list[Tensor] = []
+    handle = lm.get_output_embeddings().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        yield captured
     finally:
         handle.remove()
-    return out, captured[-1][:, -out.logits.shape[1] :]
 
 
 def _contiguous_input(module: nn.Module, args: tuple) -> tuple:

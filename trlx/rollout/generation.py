@@ -16,7 +16,7 @@ sampling log-probs (and values, when asked) out (a `Generation`), the policy's c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from trlx.algorithms.sampling import draw, eos_ban, sampling_logits
 from trlx.data.prompts import position_ids_from_mask
-from trlx.models.policy import forward_parameters
+from trlx.models.policy import forward_parameters, head_inputs
 from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.options import SamplingParams
 from trlx.types import Generation, PromptBatch
@@ -80,12 +80,19 @@ def generate(
     `value_head` (applied to the hidden state the LM head reads), the value of each drawn token's state in
     `Generation.values`.
     """
-    with trunk.capture() if trunk is not None else contextlib.nullcontext() as captured:
-        response, logprobs, values = _decode(lm, batch, params, all_finished, value_head)
+    with (
+        trunk.capture() if trunk is not None else contextlib.nullcontext() as captured,
+        head_inputs(lm) if value_head is not None else contextlib.nullcontext() as hidden,
+    ):
+        response, logprobs = _decode(lm, batch, params, all_finished)
     ids, response_mask, outputs = truncate_responses(response, tokenizer, set(params.eos_token_ids), stop_sequences)
     width = ids.shape[1]
     sampled = logprobs[:, :width] * response_mask
-    sampled_values = None if values is None else values[:, :width] * response_mask
+    sampled_values = None
+    if value_head is not None:
+        # One forward per drawn token: the prompt's last position gives V before token 0, each fed token the next.
+        last = torch.stack([h[:, -1] for h in hidden[:width]], dim=1)  # (B, R, H)
+        sampled_values = value_head(last.to(value_head.weight.dtype)).squeeze(-1).float().cpu() * response_mask
     recorded = None
     if captured:
         # Prompt positions, then one per fed token: P + (steps - 1) positions; the last response token is never
@@ -96,46 +103,10 @@ def generate(
     return Generation(batch, ids, response_mask, outputs, logprobs=sampled, trunk=recorded, values=sampled_values)
 
 
-@contextlib.contextmanager
-def _values_of_last_position(lm: nn.Module, value_head: nn.Module | None) -> Iterator[list[Tensor]]:
-    """Collects value_head(h) (B,) float32 for h, the LM head's input at the last position, on every forward."""
-    values: list[Tensor] = []
-    if value_head is None:
-        yield values
-        return
-    dtype = value_head.weight.dtype
-
-    def record(module: nn.Module, args: tuple) -> None:
-        values.append(value_head(args[0][:, -1].to(dtype)).squeeze(-1).float())
-
-    handle = lm.get_output_embeddings().register_forward_pre_hook(record)
-    try:
-        yield values
-    finally:
-        handle.remove()
-
-
 def _decode(
-    lm: nn.Module,
-    batch: PromptBatch,
-    params: SamplingParams,
-    all_finished: Callable[[bool], bool] | None,
-    value_head: nn.Module | None = None,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The KV-cache sampling loop: (B, steps) token ids (pad after EOS), their sampling log-probs and, with
-    `value_head`, the values V(s_t) of the states they were drawn in (else None), on CPU."""
-    with _values_of_last_position(lm, value_head) as values:
-        tokens, logprobs = _sample_tokens(lm, batch, params, all_finished)
-    if value_head is None:
-        return tokens, logprobs, None
-    # One forward per drawn token: the prompt's gives V before token 0, each fed token's the next one's.
-    recorded = torch.stack(values[: tokens.shape[1]], dim=1).cpu()
-    return tokens, logprobs, recorded
-
-
-def _sample_tokens(
     lm: nn.Module, batch: PromptBatch, params: SamplingParams, all_finished: Callable[[bool], bool] | None
 ) -> tuple[Tensor, Tensor]:
+    """The KV-cache sampling loop: (B, steps) token ids (pad after EOS) and their sampling log-probs, on CPU."""
     device = next(lm.parameters()).device
     mask = batch.attention_mask.to(device)
     positions = position_ids_from_mask(mask)

@@ -85,22 +85,17 @@ def reuse_sampled_setting(setting: bool | None, accelerator: Accelerator, policy
     return setting
 
 
-def sampling_gap(generation: Generation, scored: RolloutBatch) -> Tensor:
-    """(2,) largest |sampler - policy forward| differences of the log-probs and the values on response tokens;
-    inf where the sampler recorded nothing (an engine without log-probs, values not asked for), so that the
-    sampler's records are used only where they exist."""
+def sampling_gap(generation: Generation, scored: RolloutBatch, critic: bool) -> Tensor:
+    """(2,) largest |sampler - policy forward| differences of the log-probs and (with a `critic`) the values on
+    response tokens; inf where the sampler recorded nothing (an engine without them), so that the sampler's
+    records are used only where they exist."""
     mask = scored.response_mask
 
     def gap(recorded: Tensor | None, forward: Tensor) -> Tensor:
         return torch.tensor(math.inf) if recorded is None else ((recorded - forward).abs() * mask).max()
 
-    no_values = generation.values is None and not scored.values.any()  # critic-free: nothing to record
-    return torch.stack(
-        [
-            gap(generation.logprobs, scored.logprobs),
-            torch.zeros(()) if no_values else gap(generation.values, scored.values),
-        ]
-    )
+    value_gap = gap(generation.values, scored.values) if critic else torch.zeros(())
+    return torch.stack([gap(generation.logprobs, scored.logprobs), value_gap])
 
 
 class OnlineTrainer:
@@ -399,9 +394,7 @@ class OnlineTrainer:
         group = method.num_generations
         indices = [i for i in self.sampler.take(n // group) for _ in range(group)]
         reuse = self.reuse_sampled is True
-        generation = self.generate(
-            self.train_prompts.batch(indices), record_trunk=True, values=self.reuse_sampled is not False
-        )
+        generation = self.generate(self.train_prompts.batch(indices), record_trunk=True, values=True)
         problem = None
         try:
             scores, dense = compute_scores(
@@ -421,7 +414,8 @@ class OnlineTrainer:
             scores = scores + penalty
             dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
         batch = self.score(generation, from_sampling=reuse)
-        gap = None if reuse else sampling_gap(generation, batch)
+        critic = self.accelerator.unwrap_model(self.policy).value_head is not None
+        gap = None if reuse else sampling_gap(generation, batch, critic)
         problem = problem or nonfinite(
             {"logprobs": batch.logprobs, "ref_logprobs": batch.ref_logprobs, "values": batch.values},
             batch.response_mask,
