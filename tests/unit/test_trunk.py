@@ -77,3 +77,16 @@ def test_frozen_trunk_exists_only_below_trainable_top_blocks(tiny_gpt2_path):
     assert len(frozen_trunk(lm, 2).bottom) == 1
     with pytest.raises(ValueError, match="1 to 2 trainable top blocks"):
         FrozenTrunk(lm, 3)
+
+
+def test_a_replay_that_does_not_cover_the_input_is_refused():
+    lm = gpt2(50).eval()
+    trunk = FrozenTrunk(lm, 1)
+    ids = torch.randint(0, 50, (2, 6))
+    with torch.no_grad(), trunk.capture() as captured:
+        full = lm(input_ids=ids).logits
+    recorded = captured[-1]
+    with torch.no_grad(), trunk.replay(recorded):  # a forward of a prefix gets the prefix's recorded positions
+        torch.testing.assert_close(lm(input_ids=ids[:, :4]).logits, full[:, :4])
+    with torch.no_grad(), trunk.replay(recorded[:, :3]), pytest.raises(ValueError, match="does not cover"):
+        lm(input_ids=ids[:, :4])

@@ -46,7 +46,17 @@ class FrozenTrunk:
         def forward(*args: Any, **kwargs: Any) -> Any:
             if self._replay is None:
                 return original(*args, **kwargs)
-            return (self._replay,) if self._returns_tuple else self._replay
+            replay = self._replay
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if isinstance(hidden, Tensor) and hidden.shape[:2] != replay.shape[:2]:
+                # Scoring does not feed a response's last token: replay the recorded positions that were fed.
+                if hidden.shape[0] != replay.shape[0] or hidden.shape[1] > replay.shape[1]:
+                    raise ValueError(
+                        f"the replayed trunk output {tuple(replay.shape)} does not cover the block's input "
+                        f"{tuple(hidden.shape)}: record the trunk for the same tokens"
+                    )
+                replay = replay[:, : hidden.shape[1]]
+            return (replay,) if self._returns_tuple else replay
 
         return forward
 
@@ -66,8 +76,9 @@ class FrozenTrunk:
 
     @contextlib.contextmanager
     def replay(self, output: Tensor | None) -> Iterator[None]:
-        """Inside the block, the bottom blocks return `output` (B, L, H), the trunk's output for exactly the
-        tokens the next forwards receive, instead of computing it. `None` replays nothing."""
+        """Inside the block, the bottom blocks return `output` (B, L, H), the trunk's output for the tokens the
+        next forwards receive (or for more: a forward of the first L' < L of them gets the first L' positions),
+        instead of computing it. `None` replays nothing."""
         if output is None:
             yield
             return

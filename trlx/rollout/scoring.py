@@ -52,21 +52,24 @@ def score_response(
 
     query_ids, query_mask: (B, P) left-padded; response_ids, response_mask: (B, R) right-padded.
     The logit at position P-1+t predicts response token t; the value at the same position estimates the state
-    before token t is emitted. Only those R positions get LM-head logits (`logits_to_keep`), and they go through
-    `sampling_logits` exactly as in the sampler: temperature, EOS banned below `min_new_tokens`, top-k/top-p.
-    `params=None` scores the model's plain softmax.
+    before token t is emitted. The last response token is not fed: nothing reads its position (its logits would
+    predict the token after the response), and causal attention makes the other positions independent of it. So
+    the forward sees the P + R - 1 tokens the sampler fed (a replayed frozen trunk covers exactly those), and only
+    its last R positions get LM-head logits (`logits_to_keep`). They go through `sampling_logits` exactly as in
+    the sampler: temperature, EOS banned below `min_new_tokens`, top-k/top-p. `params=None` scores the model's
+    plain softmax.
     """
     params = params or SamplingParams(max_new_tokens=response_ids.shape[1])
-    input_ids = torch.cat([query_ids, response_ids], dim=1)
-    attention_mask = torch.cat([query_mask.long(), response_mask.long()], dim=1)
     width = response_ids.shape[1]
-    logits, values = forward(input_ids, attention_mask, position_ids_from_mask(attention_mask), width + 1)
-    logits = logits[:, -(width + 1) : -1]
+    input_ids = torch.cat([query_ids, response_ids[:, :-1]], dim=1)
+    attention_mask = torch.cat([query_mask.long(), response_mask[:, :-1].long()], dim=1)
+    logits, values = forward(input_ids, attention_mask, position_ids_from_mask(attention_mask), width)
+    logits = logits[:, -width:]
     banned = None
     if params.min_new_tokens > 0:
         early = torch.arange(width, device=logits.device) < params.min_new_tokens  # (R,)
         banned = early[:, None] & eos_ban(params.eos_token_ids, logits.shape[-1], logits.device)  # (R, V)
     warped = sampling_logits(logits, params.temperature, params.top_k, params.top_p, banned, keep=response_ids)
     logprobs = logprobs_of_labels(warped, response_ids)
-    values = None if values is None else values[:, -(width + 1) : -1].float()
+    values = None if values is None else values[:, -width:].float()
     return Scored(logprobs, values, warped)

@@ -103,7 +103,8 @@ class TrunkOutput:
 
 
 def trunk_rows(trunk: Tensor, batch: SequenceBatch) -> list[TrunkOutput]:
-    """Cut a batch's (B, P + R, H) trunk output into each row's unpadded query and response parts."""
+    """Cut a batch's (B, P + R - 1, H) trunk output (scoring does not feed the last response token) into each
+    row's unpadded query and response parts; the longest responses' parts lack that last position."""
     width_q = batch.query_ids.shape[1]
     rows = []
     for b in range(len(batch)):
@@ -113,7 +114,8 @@ def trunk_rows(trunk: Tensor, batch: SequenceBatch) -> list[TrunkOutput]:
 
 
 def collate_trunk(rows: Sequence[TrunkOutput], batch: SequenceBatch) -> Tensor:
-    """The (B, P + R, H) trunk output in `batch`'s layout, zero at padding (which attention masks out)."""
+    """The (B, P + R, H) trunk output in `batch`'s layout, zero at padding (which attention masks out) and at
+    positions never fed."""
     width_q, width_r = batch.query_ids.shape[1], batch.response_ids.shape[1]
     out = rows[0].query.new_zeros((len(rows), width_q + width_r, rows[0].query.shape[-1]))
     for b, row in enumerate(rows):
