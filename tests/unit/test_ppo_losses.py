@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from trlx.algorithms.ppo import entropy_from_logits, logprobs_of_labels, policy_loss, value_loss
+from trlx.algorithms.ppo import (
+    entropy_from_logits,
+    logprobs_and_entropy,
+    logprobs_of_labels,
+    policy_loss,
+    value_loss,
+)
 
 
 def test_policy_loss_not_clipped():
@@ -90,6 +96,41 @@ def test_logprobs_of_labels_gradient():
     # d log softmax(x)_y / dx = onehot(y) - softmax(x)
     expected = torch.nn.functional.one_hot(labels, 4).float() - torch.softmax(logits.detach(), dim=-1)
     torch.testing.assert_close(logits.grad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_logprobs_and_entropy_match_the_unfused_formulas(dtype):
+    generator = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(2, 4, 9, generator=generator, dtype=torch.float64)
+    logits[0, 1, [2, 5, 7]] = float("-inf")  # a top-k/top-p cut: these tokens carry no mass and no entropy
+    labels = torch.randint(0, 9, (2, 4), generator=generator)
+    labels[0, 1] = 0
+    logprobs, entropy = logprobs_and_entropy(logits.to(dtype), labels)
+    reference = logits.to(dtype).to(torch.float64)
+    probs = torch.softmax(reference, dim=-1)
+    expected_entropy = -(probs * torch.where(probs > 0, probs.log(), torch.zeros(()))).sum(-1)
+    expected_logprobs = torch.log_softmax(reference, dim=-1).gather(-1, labels[..., None]).squeeze(-1)
+    assert logprobs.dtype == entropy.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(logprobs.double(), expected_logprobs, atol=tol, rtol=tol)
+    torch.testing.assert_close(entropy.double(), expected_entropy, atol=tol, rtol=tol)
+    assert torch.isfinite(entropy).all()
+    torch.testing.assert_close(entropy, entropy_from_logits(logits.to(dtype).to(entropy.dtype)))
+
+
+def test_fused_logprobs_gradient_is_weighted_onehot_minus_softmax():
+    logits = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    logits.data[1, 2, :2] = float("-inf")
+    labels = torch.tensor([[0, 4, 2], [1, 3, 4]])
+    weights = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]], dtype=torch.float64)
+    logprobs, entropy = logprobs_and_entropy(logits, labels)
+    assert not entropy.requires_grad  # a statistic: no gradient flows through it
+    (logprobs * weights).sum().backward()
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    expected = weights[..., None] * (onehot - torch.softmax(logits.detach(), dim=-1))
+    torch.testing.assert_close(logits.grad, expected)
+    finite = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: logprobs_and_entropy(x, labels)[0], (finite,))
 
 
 def test_entropy_from_logits():

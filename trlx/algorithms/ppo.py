@@ -10,6 +10,7 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from trlx.algorithms.kl import kl_penalty
 from trlx.algorithms.stats import masked_mean
@@ -148,30 +149,73 @@ def value_loss(
     return ValueLossOutput(loss=loss, clipfrac=clipfrac)
 
 
-def logprobs_of_labels(logits: Tensor, labels: Tensor) -> Tensor:
-    """log softmax(logits)[label] for every position, without keeping a (B, T, V) log-softmax tensor alive.
+class _LogprobsAndEntropy(torch.autograd.Function):
+    """Fused log softmax(x)[label] and entropy for float32/float64 logits (see `logprobs_and_entropy`)."""
 
-    For float32/float64 logits this is `logits[label] - logsumexp(logits)`: autograd then saves only the logits
-    (already alive) and a (B, T) result instead of a second (B, T, V) log-softmax output, which matters when V is
-    50k-150k. Half-precision logits lose too much accuracy in logsumexp, so they are upcast to float32 one row at a
-    time, bounding the extra memory to one (T, V) float32 slice.
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        lse = torch.logsumexp(logits, dim=-1)  # (B, T)
+        logprobs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - lse
+        # H = lse - sum_v p_v x_v in one (B, T, V) buffer; nansum drops 0 * -inf from tokens cut by top-k/top-p.
+        weighted = torch.exp(logits - lse[..., None]).mul_(logits)
+        entropy = lse - weighted.nansum(dim=-1)
+        del weighted
+        ctx.save_for_backward(logits, lse, labels)
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_logprobs: Tensor, _grad_entropy: Tensor | None) -> tuple[Tensor, None]:
+        logits, lse, labels = ctx.saved_tensors
+        # d logprob_t / d x_tv = onehot(label_t)_v - softmax(x_t)_v, built in one (B, T, V) buffer.
+        grad = torch.exp(logits - lse[..., None]).mul_(-grad_logprobs[..., None])
+        grad.scatter_add_(-1, labels[..., None], grad_logprobs[..., None])
+        return grad, None
+
+
+def logprobs_and_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """log softmax(logits)[label] and the entropy at every position, with one (B, T, V) buffer at a time.
+
+    The entropy is a statistic (no gradient flows through it). For float32/float64 logits both come from one
+    autograd Function: the forward needs one temporary (B, T, V) buffer for the entropy, autograd keeps only the
+    logits (already alive in the graph) and (B, T) tensors, and the backward writes onehot - softmax straight
+    into the gradient buffer, instead of logsumexp's and gather's separate (B, T, V) gradients plus the
+    softmax/product/where copies of a separate entropy pass. Half-precision logits lose too much accuracy in
+    logsumexp, so they are upcast to float32 one row at a time, bounding the extra memory to one (T, V) slice.
+
+    Entropy uses H = logsumexp(x) - sum_v softmax(x)_v x_v (no log of probabilities that underflow to 0); tokens at
+    -inf (outside a top-k/top-p cut) contribute 0, not 0 * -inf.
 
     Args:
         logits: (B, T, V) float, where logits[:, t] predicts labels[:, t] (the caller does the one-token shift).
         labels: (B, T) long token ids.
 
     Returns:
+        (logprobs, entropy), each (B, T); float32 for half-precision logits, otherwise the logits' dtype.
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        return _LogprobsAndEntropy.apply(logits, labels)
+    logprobs, entropies = [], []
+    for row_logits, row_labels in zip(logits, labels, strict=True):
+        row = row_logits.float()
+        logprobs.append(torch.log_softmax(row, dim=-1).gather(-1, row_labels[:, None]).squeeze(-1))
+        with torch.no_grad():
+            entropies.append(entropy_from_logits(row.detach()))
+    return torch.stack(logprobs), torch.stack(entropies)
+
+
+def logprobs_of_labels(logits: Tensor, labels: Tensor) -> Tensor:
+    """log softmax(logits)[label] at every position: the first half of `logprobs_and_entropy`.
+
+    Args:
+        logits: (B, T, V) float, where logits[:, t] predicts labels[:, t].
+        labels: (B, T) long token ids.
+
+    Returns:
         (B, T) log-probs; float32 for half-precision logits, otherwise the logits' dtype.
     """
-    labels = labels.unsqueeze(-1)
-    if logits.dtype in (torch.float32, torch.float64):
-        picked = torch.gather(logits, dim=-1, index=labels).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1)
-    rows = []
-    for row_logits, row_labels in zip(logits, labels, strict=True):
-        row_logprobs = torch.log_softmax(row_logits.float(), dim=-1)
-        rows.append(torch.gather(row_logprobs, dim=-1, index=row_labels).squeeze(-1))
-    return torch.stack(rows)
+    return logprobs_and_entropy(logits, labels)[0]
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
@@ -181,10 +225,10 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     probabilities that underflow to 0. Tokens at -inf (outside a top-k/top-p cut) contribute 0, not 0 * -inf.
 
     Args:
-        logits: (B, T, V) float.
+        logits: (..., V) float.
 
     Returns:
-        (B, T) float entropies in nats.
+        (...) float entropies in nats.
     """
     probs = torch.softmax(logits, dim=-1)
     weighted = torch.where(probs > 0, probs * logits, torch.zeros((), dtype=logits.dtype, device=logits.device))

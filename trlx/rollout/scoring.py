@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from trlx.algorithms.ppo import logprobs_of_labels
+from trlx.algorithms.ppo import logprobs_and_entropy
 from trlx.algorithms.sampling import eos_ban, sampling_logits
 from trlx.data.prompts import position_ids_from_mask
 from trlx.models.policy import logits_kwargs
@@ -37,7 +37,7 @@ class Scored(NamedTuple):
 
     logprobs: Tensor  # (B, R) float32 log-probs under the sampling distribution
     values: Tensor | None  # (B, R) float32 value estimates V(s_t), if the forward has a value head
-    logits: Tensor  # (B, R, V) float32 sampling logits (-inf outside a top-k/top-p cut), e.g. for entropy
+    entropy: Tensor  # (B, R) float32 entropy of the sampling distribution (no gradient), a statistic
 
 
 def score_response(
@@ -57,7 +57,8 @@ def score_response(
     the forward sees the P + R - 1 tokens the sampler fed (a replayed frozen trunk covers exactly those), and only
     its last R positions get LM-head logits (`logits_to_keep`). They go through `sampling_logits` exactly as in
     the sampler: temperature, EOS banned below `min_new_tokens`, top-k/top-p. `params=None` scores the model's
-    plain softmax.
+    plain softmax. Log-probs and entropy come from one fused pass (`logprobs_and_entropy`), so no (B, R, V) tensor
+    beyond the warped logits outlives this call.
     """
     params = params or SamplingParams(max_new_tokens=response_ids.shape[1])
     width = response_ids.shape[1]
@@ -70,6 +71,6 @@ def score_response(
         early = torch.arange(width, device=logits.device) < params.min_new_tokens  # (R,)
         banned = early[:, None] & eos_ban(params.eos_token_ids, logits.shape[-1], logits.device)  # (R, V)
     warped = sampling_logits(logits, params.temperature, params.top_k, params.top_p, banned, keep=response_ids)
-    logprobs = logprobs_of_labels(warped, response_ids)
+    logprobs, entropy = logprobs_and_entropy(warped, response_ids)
     values = None if values is None else values[:, -width:].float()
-    return Scored(logprobs, values, warped)
+    return Scored(logprobs, values, entropy)

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from trlx.algorithms.advantages import overlong_penalty
 from trlx.algorithms.kl import kl_penalty, make_kl_controller
-from trlx.algorithms.ppo import entropy_from_logits, kl_loss, policy_loss, value_loss
+from trlx.algorithms.ppo import kl_loss, policy_loss, value_loss
 from trlx.algorithms.rewards import place_scores, scale_token_scores
 from trlx.algorithms.stats import RunningMoments, masked_mean
 from trlx.checkpoint import (
@@ -533,8 +533,7 @@ class OnlineTrainer:
         pg = policy_loss(
             scored.logprobs, mb.logprobs, mb.advantages, mask, method.cliprange, method.cliprange_high, **reduce
         )
-        with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(scored.logits), mask)
+        entropy = masked_mean(scored.entropy, mask)
         stats = {
             "policy/loss": pg.loss.item(),
             "policy/approx_kl": pg.approx_kl.item(),
