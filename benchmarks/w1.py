@@ -18,6 +18,8 @@ the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1,
 - hydra2: `num_layers_unfrozen=2` with the hydra reference: the frozen 28 blocks run once per rollout, while
   sampling, and are replayed for scoring and every update.
 - full_ckpt: as full, with `train.gradient_checkpointing` (block activations recomputed in backward).
+- full_sac: as full, with `train.gradient_checkpointing=selective` (matmul/attention outputs kept, only the
+  element-wise ops recomputed in backward).
 
 From the second iteration on, scoring runs only the reference: the policy's old log-probs and values are the
 ones the sampler recorded (`method.logprobs_from_sampling`, checked against a policy forward on iteration 1).
@@ -58,6 +60,8 @@ VARIANTS = {
     "hydra2": {"num_layers_unfrozen": 2},
     # The whole model again, its block activations recomputed in backward instead of stored (memory for time).
     "full_ckpt": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": True},
+    # Selective: matmul and attention outputs kept, only element-wise ops recomputed in backward.
+    "full_sac": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": "selective"},
     # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
     "grpo8": {"num_layers_unfrozen": -1, "reference": "copy", "method": {**GRPO8, "method.kl_loss_coef": 0.05}},
     # No KL at all: no reference model is built or run.
@@ -187,7 +191,7 @@ def phase_work(lm, variant: str, prompt_tokens: float, policy_scored: bool) -> d
     # Per multiply-add: forward 2, input gradient 2, weight gradient 2 (the head's only if it is trained).
     head_flop = 6 if lm.get_output_embeddings().weight.requires_grad else 4
     trainable = sum(t.numel() for t in lm.parameters() if t.requires_grad)
-    recompute = 2 if VARIANTS[variant].get("gradient_checkpointing") else 0  # the blocks' forward, again
+    recompute = 2 if VARIANTS[variant].get("gradient_checkpointing") is True else 0  # the blocks' forward, again
     update = {
         "flop": 4 * (6 + recompute) * run * tokens,
         "head_flop": 4 * head_flop * head * scored,

@@ -172,8 +172,12 @@ class TrainConfig:
         "faster PPO steps on CPU, peak RSS a few percent higher. Process-wide (`trlx.memory`).",
         True,
     )
-    gradient_checkpointing: bool = doc(
-        "Recompute block activations in the backward pass instead of storing them (less memory, ~30% slower).", False
+    gradient_checkpointing: bool | Literal["selective"] = doc(
+        "Recompute activations in the backward pass instead of storing them. `true`: whole blocks (least memory, "
+        "~30% slower updates); `selective`: keep each block's matmul and attention outputs and recompute only the "
+        "element-wise ops (norms, activations, rotary): most of the saving for a few percent of time; `false`: "
+        "store everything.",
+        False,
     )
     gradient_accumulation_steps: int = doc(
         "Split each `batch_size` minibatch into this many micro-batches and accumulate their gradients (same update, "

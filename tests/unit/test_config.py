@@ -78,6 +78,7 @@ def test_evolve_none_removes_a_key_and_an_empty_dict_empties_the_field():
         ({"trian": {}}, "unknown config section(s) ['trian']"),
         ({"train": {"sed": 1}}, "unknown field(s) ['sed'] in section 'train'"),
         ({"train": {"seed": "one"}}, "train.seed: must be an integer"),
+        ({"train": {"gradient_checkpointing": "some"}}, "train.gradient_checkpointing: 'some' matches none of"),
         ({"train": {"batch_size": 0}}, "train.batch_size: must be a positive integer"),
         ({"method": {"scale_reward": "std"}}, "method.scale_reward: allowed: ignored, running, ref, None"),
         ({"method": {"kl_estimator": "k4"}}, "method.kl_estimator: allowed: k1, k2, k3"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 from conftest import TINY_PROMPTS, good_word_reward, tiny_ppo_config
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForCausalLM
 
 import trlx
@@ -97,7 +98,11 @@ def test_lora_run_changes_only_adapters_and_saves_a_loadable_merged_model(tiny_g
 
 
 def one_update(model_path, tmp_path, name, **overrides):
-    """Build a trainer, collect one rollout and take one optimizer step; return (rollout, params, block calls)."""
+    """Build a trainer, collect one rollout and take one optimizer step.
+
+    Returns (rollout, params after the step, counts, trainer); counts holds the calls of a module inside the first
+    block ("block_calls") and the matmul/attention FLOPs of the step, backward included ("flops").
+    """
     # Plain SGD: the weight change is the gradient times lr, so equal steps mean equal gradients (Adam would
     # blow up rounding noise in near-zero gradients to a full lr-sized step).
     sgd = {"optimizer.name": "sgd", "optimizer.kwargs": {"lr": 0.1}}
@@ -116,21 +121,22 @@ def one_update(model_path, tmp_path, name, **overrides):
     # A module inside the first block: recomputed blocks (gradient checkpointing) call it again in backward.
     inner = next(iter(transformer_blocks(lm)[0].children()))
     handle = inner.register_forward_hook(lambda *args: calls.append(1))
-    trainer.update(next(trainer.minibatches(rollout)))
+    with FlopCounterMode(display=False) as flops:
+        trainer.update(next(trainer.minibatches(rollout)))
     handle.remove()
     params = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.policy).state_dict())
-    return rollout, params, len(calls), trainer
+    return rollout, params, {"block_calls": len(calls), "flops": flops.get_total_flops()}, trainer
 
 
 def test_gradient_accumulation_gives_the_same_update(tiny_gpt2_path, tmp_path, fresh_accelerate):
-    rollout, plain, plain_calls, _ = one_update(tiny_gpt2_path, tmp_path, "plain")
+    rollout, plain, plain_counts, _ = one_update(tiny_gpt2_path, tmp_path, "plain")
     GradientState._reset_state()
-    rollout2, accumulated, micro_calls, trainer = one_update(
+    rollout2, accumulated, micro_counts, trainer = one_update(
         tiny_gpt2_path, tmp_path, "acc", **{"train.gradient_accumulation_steps": 4}
     )
     assert trainer.accelerator.gradient_accumulation_steps == 4
     assert torch.equal(rollout.response_ids, rollout2.response_ids)  # same data, so the steps must agree
-    assert (plain_calls, micro_calls) == (1, 4)
+    assert (plain_counts["block_calls"], micro_counts["block_calls"]) == (1, 4)
     for key in plain:
         torch.testing.assert_close(accumulated[key], plain[key], rtol=0, atol=1e-6, msg=key)
     initial = load_causal_lm(str(tiny_gpt2_path)).state_dict()
@@ -138,14 +144,19 @@ def test_gradient_accumulation_gives_the_same_update(tiny_gpt2_path, tmp_path, f
 
 
 def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_update(tiny_gpt2_path, tmp_path):
-    rollout, plain, plain_calls, _ = one_update(tiny_gpt2_path, tmp_path, "plain")
-    rollout2, checkpointed, ckpt_calls, _ = one_update(
-        tiny_gpt2_path, tmp_path, "ckpt", **{"train.gradient_checkpointing": True}
-    )
-    assert torch.equal(rollout.response_ids, rollout2.response_ids)
-    assert (plain_calls, ckpt_calls) == (1, 2)  # the block ran again in the backward pass
-    for key in plain:
-        torch.testing.assert_close(checkpointed[key], plain[key], rtol=0, atol=1e-6, msg=key)
+    rollout, plain, plain_counts, _ = one_update(tiny_gpt2_path, tmp_path, "plain")
+    runs = {
+        mode: one_update(tiny_gpt2_path, tmp_path, str(mode), **{"train.gradient_checkpointing": mode})
+        for mode in (True, "selective")
+    }
+    for mode, (rollout2, checkpointed, counts, _) in runs.items():
+        assert torch.equal(rollout.response_ids, rollout2.response_ids)
+        assert (plain_counts["block_calls"], counts["block_calls"]) == (1, 2), mode  # the block ran again
+        for key in plain:
+            torch.testing.assert_close(checkpointed[key], plain[key], rtol=0, atol=1e-6, msg=f"{mode} {key}")
+    # Whole-block recompute repeats the blocks' matmuls and attention in backward; selective recompute keeps their
+    # outputs and redoes only the element-wise ops, so its matmul FLOPs are exactly the plain step's.
+    assert runs["selective"][2]["flops"] == plain_counts["flops"] < runs[True][2]["flops"]
 
 
 def test_bf16_mixed_precision_autocasts_the_policy(tiny_gpt2_path, tmp_path, fresh_accelerate):

@@ -14,10 +14,12 @@ ids, attention masks and rotary embeddings are computed by the architecture's co
 from __future__ import annotations
 
 import copy
-from typing import Any, Protocol
+import functools
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 from transformers import PreTrainedModel
 
 from trlx.config import ModelConfig
@@ -147,10 +149,46 @@ def make_reference(lm: PreTrainedModel, kind: str, num_layers_unfrozen: int = -1
     raise ValueError(f"model.reference: allowed copy, hydra, lora; got {kind!r}")
 
 
+# Ops whose outputs selective checkpointing keeps: the matmuls (the projections, most of a block's FLOPs) and the
+# attention kernels (quadratic in the sequence). Everything else in a block (norms, rotary, activations, products,
+# residual adds, the KV repeat) is recomputed in the backward pass, which costs little time and frees most of the
+# activation memory: those element-wise intermediates are most of what a block stores.
+_KEPT_BY_SELECTIVE_CHECKPOINTING = frozenset(
+    getattr(torch.ops.aten, name).default
+    for name in (
+        "mm",
+        "addmm",
+        "bmm",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+    if hasattr(torch.ops.aten, name)
+)
+
+
+def _keep_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _KEPT_BY_SELECTIVE_CHECKPOINTING else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def checkpoint_kwargs(mode: bool | Literal["selective"]) -> dict[str, Any]:
+    """`torch.utils.checkpoint.checkpoint` arguments for `train.gradient_checkpointing` (True or "selective").
+
+    Non-reentrant checkpointing also gives gradients to blocks whose inputs come from frozen layers. "selective"
+    adds a policy (torch's selective activation checkpointing) that keeps the matmul and attention outputs, so
+    the backward pass recomputes only element-wise ops instead of the whole block.
+    """
+    kwargs: dict[str, Any] = {"use_reentrant": False}
+    if mode == "selective":
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _keep_matmuls)
+    return kwargs
+
+
 def build_policy_and_reference(
     lm: PreTrainedModel,
     model: ModelConfig,
-    gradient_checkpointing: bool,
+    gradient_checkpointing: bool | Literal["selective"],
     params_sharded: bool,
     with_reference: bool = True,
 ) -> tuple[nn.Module, Reference | None]:
@@ -178,8 +216,7 @@ def build_policy_and_reference(
         freeze_bottom_layers(lm, model.num_layers_unfrozen)
     reference = make_reference(lm, kind, model.num_layers_unfrozen) if with_reference else None
     if gradient_checkpointing:
-        # Non-reentrant checkpointing also gives gradients to blocks whose inputs come from frozen layers.
-        kwargs = {"use_reentrant": False}
+        kwargs = checkpoint_kwargs(gradient_checkpointing)
         if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x name
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
