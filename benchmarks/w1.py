@@ -18,6 +18,7 @@ the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1,
 - hydra2: `num_layers_unfrozen=2` with the hydra reference: the frozen 28 blocks run once per rollout, while
   sampling, and are replayed for scoring and every update.
 - full_ckpt: as full, with `train.gradient_checkpointing` (block activations recomputed in backward).
+- full_blas: as full, with torch's own BLAS for the linears (`train.onednn_linear=false`; MKL, slow on AMD).
 - full_sac: as full, with `train.gradient_checkpointing=selective` (matmul/attention outputs kept, only the
   element-wise ops recomputed in backward).
 
@@ -28,9 +29,9 @@ One difference from TRL: trlx reaches exactly 16 tokens with `min_new_tokens=16`
 banned), TRL by generating past EOS; the compute is the same.
 
 The machine-limit estimate counts matmul FLOPs (2 per multiply-add; backward = 2x forward; frozen parts need
-only input gradients, 1x) at matmul rates measured in this run (block-shaped and LM-head-shaped), plus the bytes each phase must move at a
-measured memory bandwidth (weights read once per decoding step, AdamW's 7 reads/writes of 4 bytes per trained
-parameter). Each variant runs in its own process so peak RSS is its own. Writes JSON (default
+only input gradients, 1x) at matmul rates measured in this run (block-shaped and LM-head-shaped; the faster
+of torch's BLAS and oneDNN), plus the bytes each phase must move at a measured memory bandwidth (weights read
+once per decoding step, AdamW's 7 reads/writes of 4 bytes per trained parameter). Each variant runs in its own process so peak RSS is its own. Writes JSON (default
 benchmarks/results/w1.json).
 """
 
@@ -60,6 +61,8 @@ VARIANTS = {
     "hydra2": {"num_layers_unfrozen": 2},
     # The whole model again, its block activations recomputed in backward instead of stored (memory for time).
     "full_ckpt": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": True},
+    # The whole model with torch's own BLAS (MKL) for the linears instead of oneDNN (train.onednn_linear=false).
+    "full_blas": {"num_layers_unfrozen": -1, "reference": "copy", "onednn_linear": False},
     # Selective: matmul and attention outputs kept, only element-wise ops recomputed in backward.
     "full_sac": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": "selective"},
     # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
@@ -106,6 +109,7 @@ def w1_config(model_path: str, variant: str, workdir: Path):
             "tokenizer.tokenizer_path": None,
             "train.seq_length": 64,
             "train.gradient_checkpointing": model.get("gradient_checkpointing", False),
+            "train.onednn_linear": model.get("onednn_linear", True),
             "train.batch_size": PROMPTS_PER_ITER,
             "train.total_steps": 10**6,
             "train.max_grad_norm": None,
@@ -157,12 +161,28 @@ def measure_machine() -> dict[str, float]:
             times.append(time.perf_counter() - t0)
         return work / statistics.median(times)
 
-    a, w = torch.randn(592, 576), torch.randn(576, 1536)
-    h, head = torch.randn(256, 576), torch.randn(576, 49152)  # the LM head on W1's 256 response positions
+    from trlx.models.onednn import onednn_available
+
+    a, w = torch.randn(592, 576), torch.randn(1536, 576)
+    h, head = torch.randn(256, 576), torch.randn(49152, 576)  # the LM head on W1's 256 response positions
     big = torch.randn(64 * 2**20)  # 256 MiB of fp32
+    block, lm_head = 20 * 2 * 592 * 576 * 1536, 2 * 256 * 576 * 49152
+    blas = {  # torch's own matmul (MKL in the CPU wheels)
+        "blas_matmul_gflops": rate(lambda: [a @ w.t() for _ in range(20)], block) / 1e9,
+        "blas_head_matmul_gflops": rate(lambda: h @ head.t(), lm_head) / 1e9,
+    }
+    # The limit is the faster kernel: trlx runs its fp32 CPU linears on oneDNN (train.onednn_linear).
+    onednn = {"matmul_gflops": 0.0, "head_matmul_gflops": 0.0}
+    if onednn_available():
+        linear = torch.ops.mkldnn._linear_pointwise
+        onednn = {
+            "matmul_gflops": rate(lambda: [linear(a, w, None, "none", [], "") for _ in range(20)], block) / 1e9,
+            "head_matmul_gflops": rate(lambda: linear(h, head, None, "none", [], ""), lm_head) / 1e9,
+        }
     return {
-        "matmul_gflops": rate(lambda: [a @ w for _ in range(20)], 20 * 2 * 592 * 576 * 1536) / 1e9,
-        "head_matmul_gflops": rate(lambda: h @ head, 2 * 256 * 576 * 49152) / 1e9,
+        **blas,
+        "matmul_gflops": max(onednn["matmul_gflops"], blas["blas_matmul_gflops"]),
+        "head_matmul_gflops": max(onednn["head_matmul_gflops"], blas["blas_head_matmul_gflops"]),
         "read_gbs": rate(lambda: big.sum(), big.numel() * 4) / 1e9,
     }
 
@@ -304,7 +324,8 @@ def table(results: list[dict], machine: dict[str, float], trl: dict | None) -> l
     lines += [
         "",
         f"machine: {machine['matmul_gflops']:.1f} GFLOP/s fp32 block matmul (592x576 @ 576x1536), "
-        f"{machine['head_matmul_gflops']:.1f} GFLOP/s LM-head matmul (256x576 @ 576x49152), "
+        f"{machine['head_matmul_gflops']:.1f} GFLOP/s LM-head matmul (256x576 @ 576x49152) (torch's BLAS: "
+        f"{machine.get('blas_matmul_gflops', 0):.1f} and {machine.get('blas_head_matmul_gflops', 0):.1f}), "
         f"{machine['read_gbs']:.1f} GB/s memory read",
         "",
         "| run | phase | GFLOP | GB moved | limit s | measured s | x limit |",

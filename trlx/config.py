@@ -172,6 +172,12 @@ class TrainConfig:
         "faster PPO steps on CPU, peak RSS a few percent higher. Process-wide (`trlx.memory`).",
         True,
     )
+    onednn_linear: bool = doc(
+        "On a CPU run without DeepSpeed/FSDP, compute the models' fp32 `nn.Linear` layers (forward and backward) "
+        "with oneDNN instead of torch's BLAS (MKL, slow on AMD processors: 2.2x slower matmuls on the AMD EPYC "
+        "the W1 benchmark ran on). Same parameters and results up to float rounding (`trlx.models.onednn`).",
+        True,
+    )
     gradient_checkpointing: bool | Literal["selective"] = doc(
         "Recompute activations in the backward pass instead of storing them. `true`: whole blocks (least memory, "
         "~30% slower updates); `selective`: keep each block's matmul and attention outputs and recompute only the "

@@ -237,3 +237,14 @@ def gathered_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dic
     if not params_sharded(accelerator):
         return None
     return accelerator.get_state_dict(model)
+
+
+def fast_cpu_linears(train: TrainConfig, accelerator: Accelerator, *modules: Any) -> int:
+    """`train.onednn_linear`: oneDNN for the fp32 `nn.Linear` layers of `modules` on a CPU run without
+    DeepSpeed/FSDP (which wrap or shard the parameters themselves); returns how many layers were switched."""
+    from trlx.models.onednn import use_onednn_linears
+
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if not train.onednn_linear or accelerator.device.type != "cpu" or sharded:
+        return 0
+    return use_onednn_linears(*modules)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import TINY_PROMPTS, build_word_tokenizer, good_word_reward, random_llama, tiny_ppo_config
 
 from trlx.config import OptimizerConfig
+from trlx.models.onednn import OneDNNLinear, onednn_available, use_onednn_linears
 from trlx.trainers.optim import make_optimizer
 
 
@@ -79,3 +82,83 @@ def test_retained_memory_is_reused_without_new_page_faults():
     assert default > pages // 2
     # Not 0: glibc's heap still fragments (aligned blocks rarely fit a freed one exactly); 0-13% measured.
     assert faults_per_step("retain") < min(default, pages) // 4
+
+
+# ---------------------------------------------------------------------------------------------- oneDNN linears
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_matches_nn_linear_in_forward_and_both_gradients(bias):
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(24, 40, bias=bias)
+    fast = copy.deepcopy(plain)
+    assert use_onednn_linears(fast) == 1 and type(fast) is OneDNNLinear
+    x = torch.randn(3, 5, 24)
+    weights = torch.randn(3, 5, 40)
+    outs, grads = [], []
+    for layer in (plain, fast):
+        xi = x.clone().requires_grad_()
+        out = layer(xi[:, 1:])  # a strided input, as from slicing
+        (out * weights[:, 1:]).sum().backward()
+        outs.append(out)
+        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
+    # Against float64 too: oneDNN is as exact as BLAS, only the summation order differs.
+    exact = torch.nn.functional.linear(
+        x[:, 1:].double(), plain.weight.double(), None if not bias else plain.bias.double()
+    )
+    torch.testing.assert_close(outs[1].double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    assert len(grads[1]) == (3 if bias else 2)
+    for a, b in zip(grads[0], grads[1]):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_onednn_linears_keep_the_model_and_fall_back_outside_fp32_cpu():
+    model = random_llama(vocab=50, layers=2, tie_word_embeddings=True)
+    reference = copy.deepcopy(model)
+    keys = list(model.state_dict())
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert use_onednn_linears(model) == linears > 0
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert list(model.state_dict()) == keys  # checkpoints are unchanged
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    ids = torch.randint(0, 50, (2, 7))
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-5, atol=1e-5)
+    # A copy made afterwards computes with its own weights, not the original's.
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(2)
+    assert not torch.allclose(twin(ids).logits, model(ids).logits)
+    # Under bf16 autocast and in float64 it is nn.Linear itself.
+    layer = model.model.layers[0].mlp.up_proj
+    x = torch.randn(2, 3, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
+    assert layer.double()(x.double()).dtype == torch.float64
+
+
+@needs_onednn
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_trainer_switches_policy_and_reference_linears_by_config(tmp_path, enabled):
+    from trlx.trlx import make_trainer
+
+    tokenizer = build_word_tokenizer()
+    path = tmp_path / "tiny-llama"
+    model = random_llama(vocab=len(tokenizer), layers=2)
+    model.config.eos_token_id, model.config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    config = tiny_ppo_config(
+        tmp_path / "ckpt", **{"model.model_path": str(path), "model.reference": "copy", "train.onednn_linear": enabled}
+    )
+    trainer = make_trainer(reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
+    policy_lm = trainer.accelerator.unwrap_model(trainer.policy).lm
+    expected = OneDNNLinear if enabled else torch.nn.Linear
+    for lm in (policy_lm, trainer.reference.model):
+        assert type(lm.model.layers[0].self_attn.q_proj) is expected
+        assert type(lm.lm_head) is expected
+    assert trainer.reference.model.lm_head.weight is not policy_lm.lm_head.weight

@@ -165,7 +165,9 @@ _KEPT_BY_SELECTIVE_CHECKPOINTING = frozenset(
         "_scaled_dot_product_cudnn_attention",
     )
     if hasattr(torch.ops.aten, name)
-)
+) | frozenset(
+    [torch.ops.mkldnn._linear_pointwise.default] if hasattr(torch.ops.mkldnn, "_linear_pointwise") else []
+)  # `train.onednn_linear`'s matmul
 
 
 def _keep_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:

@@ -33,7 +33,7 @@ from trlx.checkpoint import (
 )
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
-from trlx.distributed import full_params_for_generation, mean_over_processes
+from trlx.distributed import fast_cpu_linears, full_params_for_generation, mean_over_processes
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, nonfinite
 from trlx.logging import MetricsLogger, run_summary
 from trlx.report import write_report
@@ -72,7 +72,9 @@ def prepare(config: TRLConfig, accelerator: Accelerator, policy: nn.Module) -> t
 
     optimizer = make_optimizer(config.optimizer, policy.parameters())
     scheduler = make_scheduler(config.scheduler, optimizer)
-    return accelerator.prepare(policy, optimizer, scheduler)
+    prepared = accelerator.prepare(policy, optimizer, scheduler)
+    fast_cpu_linears(config.train, accelerator, accelerator.unwrap_model(prepared[0]))
+    return prepared
 
 
 def make_logger(config: TRLConfig, accelerator: Accelerator) -> MetricsLogger | None:

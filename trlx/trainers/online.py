@@ -36,6 +36,7 @@ from trlx.checkpoint import (
 from trlx.config import ConfigError, TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
+    fast_cpu_linears,
     global_max,
     global_mean,
     global_moments,
@@ -135,6 +136,9 @@ class OnlineTrainer:
         # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
         policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
         self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
+        # A frozen copy's or hydra's own layers (`.model`); the lora reference is the policy itself.
+        reference_model = getattr(self.reference, "model", None)
+        fast_cpu_linears(config.train, self.accelerator, self.accelerator.unwrap_model(self.policy), reference_model)
 
         method = config.method
         lm = self.accelerator.unwrap_model(self.policy).lm

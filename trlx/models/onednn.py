@@ -1,0 +1,69 @@
+"""fp32 `nn.Linear` layers on CPU computed by oneDNN instead of torch's BLAS (`train.onednn_linear`).
+
+torch's CPU wheels run fp32 matmuls through Intel MKL, which on AMD processors takes a slow code path: on the
+2-core AMD EPYC (AVX-512) the W1 benchmark runs on, MKL reached ~210 GFLOP/s on a (752, 576) @ (576, 1536)
+block matmul and oneDNN, also shipped in the wheel, ~460. `OneDNNLinear` is `nn.Linear` with the forward
+and both backward matmuls done by `torch.ops.mkldnn._linear_pointwise` (what inductor uses on CPU); the
+parameters, state dict and module tree are unchanged, so checkpoints, LoRA, DDP and copies of the model see a
+plain `nn.Linear`. It falls back to `nn.Linear.forward` for anything but fp32 CPU tensors outside autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's linear kernel."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _matmul_t(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b.T by oneDNN. a: (M, K), b: (N, K), either may be strided (a transpose); returns (M, N)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+class _OneDNNLinearFn(torch.autograd.Function):
+    """y = x @ W.T + b with oneDNN matmuls in forward and backward. x: (..., K), W: (N, K), b: (N,) or None."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, weight)
+        ctx.input_shape, ctx.has_bias = x.shape, bias is not None
+        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")
+        return y.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
+        x2, weight = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
+        grad_x = _matmul_t(g2, weight.t()).view(ctx.input_shape) if ctx.needs_input_grad[0] else None  # g @ W
+        grad_w = _matmul_t(g2.t(), x2.t()) if ctx.needs_input_grad[1] else None  # g.T @ x: (N, K)
+        grad_b = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class OneDNNLinear(nn.Linear):
+    """`nn.Linear` whose fp32 CPU forward and backward run on oneDNN (set by `use_onednn_linears`)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        fp32_cpu = input.dtype == torch.float32 and self.weight.dtype == torch.float32 and input.device.type == "cpu"
+        if not fp32_cpu or self.weight.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return super().forward(input)
+        return _OneDNNLinearFn.apply(input, self.weight, self.bias)
+
+
+def use_onednn_linears(*modules: nn.Module | None) -> int:
+    """Turn every plain `nn.Linear` inside `modules` into a `OneDNNLinear` (in place, by class); returns how many.
+    Does nothing when this torch build lacks oneDNN."""
+    if not onednn_available():
+        return 0
+    count = 0
+    for module in modules:
+        for layer in module.modules() if module is not None else ():
+            if type(layer) is nn.Linear:
+                layer.__class__ = OneDNNLinear
+                count += 1
+    return count
