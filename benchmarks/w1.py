@@ -31,8 +31,8 @@ banned), TRL by generating past EOS; the compute is the same.
 The machine-limit estimate counts matmul FLOPs (2 per multiply-add; backward = 2x forward; frozen parts need
 only input gradients, 1x) at matmul rates measured in this run (block-shaped and LM-head-shaped; the faster
 of torch's BLAS and oneDNN), plus the bytes each phase must move at a measured memory bandwidth (weights read
-once per decoding step, AdamW's 7 reads/writes of 4 bytes per trained parameter). Each variant runs in its own process so peak RSS is its own. Writes JSON (default
-benchmarks/results/w1.json).
+once per decoding step, AdamW's 7 reads/writes of 4 bytes per trained parameter). Each variant runs in its
+own process so peak RSS is its own. Writes JSON (default benchmarks/results/w1.json).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def measure_machine() -> dict[str, float]:
             times.append(time.perf_counter() - t0)
         return work / statistics.median(times)
 
-    from trlx.models.onednn import onednn_available
+    from trlx.models.onednn import onednn_available, onednn_matmul_t
 
     a, w = torch.randn(592, 576), torch.randn(1536, 576)
     h, head = torch.randn(256, 576), torch.randn(49152, 576)  # the LM head on W1's 256 response positions
@@ -174,10 +174,9 @@ def measure_machine() -> dict[str, float]:
     # The limit is the faster kernel: trlx runs its fp32 CPU linears on oneDNN (train.onednn_linear).
     onednn = {"matmul_gflops": 0.0, "head_matmul_gflops": 0.0}
     if onednn_available():
-        linear = torch.ops.mkldnn._linear_pointwise
         onednn = {
-            "matmul_gflops": rate(lambda: [linear(a, w, None, "none", [], "") for _ in range(20)], block) / 1e9,
-            "head_matmul_gflops": rate(lambda: linear(h, head, None, "none", [], ""), lm_head) / 1e9,
+            "matmul_gflops": rate(lambda: [onednn_matmul_t(a, w) for _ in range(20)], block) / 1e9,
+            "head_matmul_gflops": rate(lambda: onednn_matmul_t(h, head), lm_head) / 1e9,
         }
     return {
         **blas,

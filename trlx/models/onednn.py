@@ -19,9 +19,10 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _matmul_t(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b.T by oneDNN. a: (M, K), b: (N, K), either may be strided (a transpose); returns (M, N)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+def onednn_matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """a @ b.T (+ bias) by oneDNN. a: (M, K), b: (N, K), either may be strided (a transpose), bias: (N,);
+    returns (M, N)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
 class _OneDNNLinearFn(torch.autograd.Function):
@@ -32,15 +33,14 @@ class _OneDNNLinearFn(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, weight)
         ctx.input_shape, ctx.has_bias = x.shape, bias is not None
-        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")
-        return y.view(*x.shape[:-1], weight.shape[0])
+        return onednn_matmul_t(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
         x2, weight = ctx.saved_tensors
         g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
-        grad_x = _matmul_t(g2, weight.t()).view(ctx.input_shape) if ctx.needs_input_grad[0] else None  # g @ W
-        grad_w = _matmul_t(g2.t(), x2.t()) if ctx.needs_input_grad[1] else None  # g.T @ x: (N, K)
+        grad_x = onednn_matmul_t(g2, weight.t()).view(ctx.input_shape) if ctx.needs_input_grad[0] else None  # g @ W
+        grad_w = onednn_matmul_t(g2.t(), x2.t()) if ctx.needs_input_grad[1] else None  # g.T @ x: (N, K)
         grad_b = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
@@ -60,10 +60,7 @@ def use_onednn_linears(*modules: nn.Module | None) -> int:
     Does nothing when this torch build lacks oneDNN."""
     if not onednn_available():
         return 0
-    count = 0
-    for module in modules:
-        for layer in module.modules() if module is not None else ():
-            if type(layer) is nn.Linear:
-                layer.__class__ = OneDNNLinear
-                count += 1
-    return count
+    linears = [m for module in modules if module is not None for m in module.modules() if type(m) is nn.Linear]
+    for layer in linears:
+        layer.__class__ = OneDNNLinear
+    return len(linears)

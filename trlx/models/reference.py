@@ -23,6 +23,7 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 from transformers import PreTrainedModel
 
 from trlx.config import ModelConfig
+from trlx.models.onednn import onednn_available
 from trlx.models.policy import (
     disable_dropout,
     freeze_bottom_layers,
@@ -166,7 +167,7 @@ _KEPT_BY_SELECTIVE_CHECKPOINTING = frozenset(
     )
     if hasattr(torch.ops.aten, name)
 ) | frozenset(
-    [torch.ops.mkldnn._linear_pointwise.default] if hasattr(torch.ops.mkldnn, "_linear_pointwise") else []
+    [torch.ops.mkldnn._linear_pointwise.default] if onednn_available() else []
 )  # `train.onednn_linear`'s matmul
 
 

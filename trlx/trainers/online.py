@@ -117,8 +117,6 @@ class OnlineTrainer:
         accelerator: Accelerator | None = None,
         trunk: FrozenTrunk | None = None,
     ) -> None:
-        from trlx.trainers.optim import make_optimizer, make_scheduler
-
         self.config = config
         self.accelerator = accelerator or make_accelerator(config.train)
         self.tokenizer = tokenizer
@@ -130,15 +128,13 @@ class OnlineTrainer:
         self.trunk = trunk
         self.train_prompts, self.eval_prompts = train_prompts, eval_prompts
 
-        optimizer = make_optimizer(config.optimizer, policy.parameters())
-        scheduler = make_scheduler(config.scheduler, optimizer)
-        self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
+        # Prepared by accelerate, its fp32 CPU linears on oneDNN (train.onednn_linear), as in the offline trainers.
+        self.policy, self.optimizer, self.scheduler = common.prepare(config, self.accelerator, policy)
         # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
         policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
         self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
         # A frozen copy's or hydra's own layers (`.model`); the lora reference is the policy itself.
-        reference_model = getattr(self.reference, "model", None)
-        fast_cpu_linears(config.train, self.accelerator, self.accelerator.unwrap_model(self.policy), reference_model)
+        fast_cpu_linears(config.train, self.accelerator, getattr(self.reference, "model", None))
 
         method = config.method
         lm = self.accelerator.unwrap_model(self.policy).lm
