@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from trlx.config import TRLConfig, method_name
-from trlx.distributed import engine_shards_optimizer, gathered_state_dict
+from trlx.distributed import engine_owns_model, gathered_state_dict
 from trlx.model_card import write_model_card
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead, model_config
@@ -543,7 +543,7 @@ def save_trainer(trainer: Resumable, dest: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     # DeepSpeed and FSDP partition the optimizer state over the processes (and DeepSpeed's holds engine
     # objects): the main process alone cannot save it, so those checkpoints hold weights but do not resume.
-    sharded_optimizer = engine_shards_optimizer(accelerator)
+    sharded_optimizer = engine_owns_model(accelerator)
     state = {
         **trainer.state_dict(),
         "num_processes": accelerator.num_processes,

@@ -170,8 +170,9 @@ def zero_stage(accelerator: Accelerator) -> int:
     return int(plugin.zero_stage or 0) if plugin is not None else 0
 
 
-def engine_shards_optimizer(accelerator: Accelerator) -> bool:
-    """True when DeepSpeed or FSDP owns the optimizer state (partitioned over the processes)."""
+def engine_owns_model(accelerator: Accelerator) -> bool:
+    """True under DeepSpeed or FSDP: the engine wraps, casts or shards the parameters and owns the optimizer state
+    (partitioned over the processes)."""
     return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
@@ -244,7 +245,6 @@ def fast_cpu_linears(train: TrainConfig, accelerator: Accelerator, *modules: Any
     DeepSpeed/FSDP (which wrap or shard the parameters themselves); returns how many layers were switched."""
     from trlx.models.onednn import use_onednn_linears
 
-    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-    if not train.onednn_linear or accelerator.device.type != "cpu" or sharded:
+    if not train.onednn_linear or accelerator.device.type != "cpu" or engine_owns_model(accelerator):
         return 0
     return use_onednn_linears(*modules)

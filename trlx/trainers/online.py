@@ -36,6 +36,7 @@ from trlx.checkpoint import (
 from trlx.config import ConfigError, TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
+    engine_owns_model,
     fast_cpu_linears,
     global_max,
     global_mean,
@@ -72,8 +73,7 @@ def reuse_sampled_setting(setting: bool | None, accelerator: Accelerator, policy
     None (decide on the first rollout). Refused where the sampler cannot record them: under DeepSpeed or FSDP
     (sharded weights) and for a policy that samples from something else than its LM (ILQL)."""
     unwrapped = accelerator.unwrap_model(policy)
-    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-    if sharded or unwrapped.sampling_lm is not unwrapped.lm:
+    if engine_owns_model(accelerator) or unwrapped.sampling_lm is not unwrapped.lm:
         if setting:
             raise ConfigError(
                 "method.logprobs_from_sampling=True needs trlx's sampler on the policy's own LM, without DeepSpeed "
