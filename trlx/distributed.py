@@ -240,11 +240,14 @@ def gathered_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dic
     return accelerator.get_state_dict(model)
 
 
-def fast_cpu_linears(train: TrainConfig, accelerator: Accelerator, *modules: Any) -> int:
-    """`train.onednn_linear`: oneDNN for the fp32 `nn.Linear` layers of `modules` on a CPU run without
-    DeepSpeed/FSDP (which wrap or shard the parameters themselves); returns how many layers were switched."""
+def fast_cpu_kernels(train: TrainConfig, accelerator: Accelerator, *modules: Any) -> int:
+    """`train.onednn_linear` and `train.fused_blocks` for `modules` on a CPU run without DeepSpeed/FSDP (which
+    wrap or shard the parameters themselves); returns how many modules were switched."""
+    from trlx.models.fused import use_fused_blocks
     from trlx.models.onednn import use_onednn_linears
 
-    if not train.onednn_linear or accelerator.device.type != "cpu" or engine_owns_model(accelerator):
+    if accelerator.device.type != "cpu" or engine_owns_model(accelerator):
         return 0
-    return use_onednn_linears(*modules)
+    # Linears first: the fused MLP runs its down projection on the kernel its layer was given.
+    switched = use_onednn_linears(*modules) if train.onednn_linear else 0
+    return switched + (use_fused_blocks(*modules) if train.fused_blocks else 0)

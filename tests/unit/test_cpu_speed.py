@@ -143,7 +143,7 @@ def test_onednn_linears_keep_the_model_and_fall_back_outside_fp32_cpu():
 
 @needs_onednn
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_trainer_switches_policy_and_reference_linears_by_config(tmp_path, enabled):
+def test_the_trainer_switches_policy_and_reference_kernels_by_config(tmp_path, enabled):
     from trlx.trlx import make_trainer
 
     tokenizer = build_word_tokenizer()
@@ -153,7 +153,13 @@ def test_the_trainer_switches_policy_and_reference_linears_by_config(tmp_path, e
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     config = tiny_ppo_config(
-        tmp_path / "ckpt", **{"model.model_path": str(path), "model.reference": "copy", "train.onednn_linear": enabled}
+        tmp_path / "ckpt",
+        **{
+            "model.model_path": str(path),
+            "model.reference": "copy",
+            "train.onednn_linear": enabled,
+            "train.fused_blocks": enabled,
+        },
     )
     trainer = make_trainer(reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
     policy_lm = trainer.accelerator.unwrap_model(trainer.policy).lm
@@ -161,4 +167,6 @@ def test_the_trainer_switches_policy_and_reference_linears_by_config(tmp_path, e
     for lm in (policy_lm, trainer.reference.model):
         assert type(lm.model.layers[0].self_attn.q_proj) is expected
         assert type(lm.lm_head) is expected
+        assert (type(lm.model.layers[0].mlp).__name__ == "FusedLlamaMLP") is enabled
+        assert (type(lm.model.norm).__name__ == "FusedLlamaRMSNorm") is enabled
     assert trainer.reference.model.lm_head.weight is not policy_lm.lm_head.weight

@@ -137,6 +137,8 @@ def test_gradient_accumulation_gives_the_same_update(tiny_gpt2_path, tmp_path, f
     assert trainer.accelerator.gradient_accumulation_steps == 4
     assert torch.equal(rollout.response_ids, rollout2.response_ids)  # same data, so the steps must agree
     assert (plain_counts["block_calls"], micro_counts["block_calls"]) == (1, 4)
+    # Gradients are freed right after the step, so they do not stay alive through the next rollout.
+    assert all(p.grad is None for p in trainer.policy.parameters())
     for key in plain:
         torch.testing.assert_close(accumulated[key], plain[key], rtol=0, atol=1e-6, msg=key)
     initial = load_causal_lm(str(tiny_gpt2_path)).state_dict()

@@ -33,7 +33,7 @@ from trlx.checkpoint import (
 )
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
-from trlx.distributed import fast_cpu_linears, full_params_for_generation, mean_over_processes
+from trlx.distributed import fast_cpu_kernels, full_params_for_generation, mean_over_processes
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, nonfinite
 from trlx.logging import MetricsLogger, run_summary
 from trlx.report import write_report
@@ -73,7 +73,7 @@ def prepare(config: TRLConfig, accelerator: Accelerator, policy: nn.Module) -> t
     optimizer = make_optimizer(config.optimizer, policy.parameters())
     scheduler = make_scheduler(config.scheduler, optimizer)
     prepared = accelerator.prepare(policy, optimizer, scheduler)
-    fast_cpu_linears(config.train, accelerator, accelerator.unwrap_model(prepared[0]))
+    fast_cpu_kernels(config.train, accelerator, accelerator.unwrap_model(prepared[0]))
     return prepared
 
 
@@ -154,6 +154,9 @@ def accumulated_step(
         trainer.optimizer.zero_grad()
         raise NumericalFault(problem or "another process saw a non-finite loss or gradient")
     trainer.optimizer.step()
+    # Freed now rather than before the next step: a model-sized set of gradients kept through the next rollout
+    # is memory its generation and scoring cannot use, and leaves holes in the CPU heap.
+    trainer.optimizer.zero_grad()
     trainer.scheduler.step()
     stats = mean_over_processes(accelerator, {"loss/total": loss_sum.item(), **stats})
     return {**stats, "optim/grad_norm": grad_norm, "optim/lr": trainer.scheduler.get_last_lr()[0]}

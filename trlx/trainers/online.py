@@ -37,7 +37,7 @@ from trlx.config import ConfigError, TRLConfig
 from trlx.data.prompts import PromptPipeline, PromptSampler, end_of_turn_ids
 from trlx.distributed import (
     engine_owns_model,
-    fast_cpu_linears,
+    fast_cpu_kernels,
     global_max,
     global_mean,
     global_moments,
@@ -128,13 +128,13 @@ class OnlineTrainer:
         self.trunk = trunk
         self.train_prompts, self.eval_prompts = train_prompts, eval_prompts
 
-        # Prepared by accelerate, its fp32 CPU linears on oneDNN (train.onednn_linear), as in the offline trainers.
+        # Prepared by accelerate, with the fast CPU kernels (train.onednn_linear, fused_blocks), as offline.
         self.policy, self.optimizer, self.scheduler = common.prepare(config, self.accelerator, policy)
         # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
         policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
         self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
         # A frozen copy's or hydra's own layers (`.model`); the lora reference is the policy itself.
-        fast_cpu_linears(config.train, self.accelerator, getattr(self.reference, "model", None))
+        fast_cpu_kernels(config.train, self.accelerator, getattr(self.reference, "model", None))
 
         method = config.method
         lm = self.accelerator.unwrap_model(self.policy).lm
