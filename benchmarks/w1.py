@@ -18,7 +18,8 @@ the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1,
 - hydra2: `num_layers_unfrozen=2` with the hydra reference: the frozen 28 blocks run once per rollout, while
   sampling, and are replayed for scoring and every update.
 - full_ckpt: as full, with `train.gradient_checkpointing` (block activations recomputed in backward).
-- full_blas: as full, with torch's own BLAS for the linears (`train.onednn_linear=false`; MKL, slow on AMD).
+- full_blas, full_onednn: as full, with the linears on torch's own BLAS (`train.onednn_linear=false`; MKL, slow on
+  AMD) or on oneDNN (`true`); full itself takes the default (`auto`: oneDNN on AMD processors only).
 - full_sac: as full, with `train.gradient_checkpointing=selective` (matmul/attention outputs kept, only the
   element-wise ops recomputed in backward).
 
@@ -61,8 +62,9 @@ VARIANTS = {
     "hydra2": {"num_layers_unfrozen": 2},
     # The whole model again, its block activations recomputed in backward instead of stored (memory for time).
     "full_ckpt": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": True},
-    # The whole model with torch's own BLAS (MKL) for the linears instead of oneDNN (train.onednn_linear=false).
+    # The whole model with the linears on torch's own BLAS (MKL) or on oneDNN, whatever this processor is.
     "full_blas": {"num_layers_unfrozen": -1, "reference": "copy", "onednn_linear": False},
+    "full_onednn": {"num_layers_unfrozen": -1, "reference": "copy", "onednn_linear": True},
     # Selective: matmul and attention outputs kept, only element-wise ops recomputed in backward.
     "full_sac": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": "selective"},
     # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
@@ -109,7 +111,7 @@ def w1_config(model_path: str, variant: str, workdir: Path):
             "tokenizer.tokenizer_path": None,
             "train.seq_length": 64,
             "train.gradient_checkpointing": model.get("gradient_checkpointing", False),
-            "train.onednn_linear": model.get("onednn_linear", True),
+            "train.onednn_linear": model.get("onednn_linear", "auto"),
             "train.batch_size": PROMPTS_PER_ITER,
             "train.total_steps": 10**6,
             "train.max_grad_norm": None,
@@ -274,6 +276,9 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
                 flush=True,
             )
         lm = trainer.accelerator.unwrap_model(trainer.policy).lm
+        from trlx.models.onednn import OneDNNLinear
+
+        linears = "oneDNN" if any(isinstance(m, OneDNNLinear) for m in lm.modules()) else "torch BLAS"
         steady = rows[2:] if len(rows) >= 3 else rows
         median_width = statistics.median(r["prompt_width"] for r in steady)
         scored = any(r["policy_scored"] for r in steady)
@@ -281,6 +286,7 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
     med = {k: statistics.median(r[k] for r in steady) for k in ("sec", "gen_sec", "score_sec", "update_sec")}
     return {
         "variant": variant,
+        "linears": linears,
         "median_sec_per_iter": med["sec"],
         "median_gen_sec": med["gen_sec"],
         "median_score_sec": med["score_sec"],
@@ -294,6 +300,13 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
 
 
 # ---------------------------------------------------------------------------------------------- driver
+def cpu_name() -> str:
+    """The processor's model name and vendor, so results from different machines are not mixed up."""
+    from trlx.models.onednn import cpu_vendor, cpuinfo_field
+
+    return f"{cpuinfo_field('model name')} ({cpu_vendor()})".strip()
+
+
 def limit_seconds(work: dict[str, float], machine: dict[str, float]) -> float:
     return (
         work["flop"] / (machine["matmul_gflops"] * 1e9)
@@ -316,13 +329,13 @@ def table(results: list[dict], machine: dict[str, float], trl: dict | None) -> l
     for r in results:
         ratio = f"{r['median_sec_per_iter'] / trl['median_sec_per_iter']:.2f}x" if trl else "-"
         lines.append(
-            f"| trlx {r['variant']} | {r['median_sec_per_iter']:.2f} | {r['median_gen_sec']:.2f} | "
+            f"| trlx {r['variant']} ({r.get('linears', '?')}) | {r['median_sec_per_iter']:.2f} | {r['median_gen_sec']:.2f} | "
             f"{r['median_score_sec']:.2f} | {r['median_update_sec']:.2f} | {r['tokens_per_sec']:.1f} | "
             f"{r['peak_rss_mb'] / 1024:.2f} GB | {ratio} |"
         )
     lines += [
         "",
-        f"machine: {machine['matmul_gflops']:.1f} GFLOP/s fp32 block matmul (592x576 @ 576x1536), "
+        f"machine: {cpu_name()}, {machine['matmul_gflops']:.1f} GFLOP/s fp32 block matmul (592x576 @ 576x1536), "
         f"{machine['head_matmul_gflops']:.1f} GFLOP/s LM-head matmul (256x576 @ 576x49152) (torch's BLAS: "
         f"{machine.get('blas_matmul_gflops', 0):.1f} and {machine.get('blas_head_matmul_gflops', 0):.1f}), "
         f"{machine['read_gbs']:.1f} GB/s memory read",
@@ -407,6 +420,7 @@ def main() -> None:
         "workload": "W1",
         "model_path": args.model,
         "threads": args.threads,
+        "cpu": cpu_name(),
         "machine": machine,
         "machine_after": machine_after,
         "load_average": os.getloadavg(),

@@ -172,11 +172,12 @@ class TrainConfig:
         "faster PPO steps on CPU, peak RSS a few percent higher. Process-wide (`trlx.memory`).",
         True,
     )
-    onednn_linear: bool = doc(
+    onednn_linear: bool | Literal["auto"] = doc(
         "On a CPU run without DeepSpeed/FSDP, compute the models' fp32 `nn.Linear` layers (forward and backward) "
-        "with oneDNN instead of torch's BLAS (MKL, slow on AMD processors: 2.2x slower matmuls on the AMD EPYC "
-        "the W1 benchmark ran on). Same parameters and results up to float rounding (`trlx.models.onednn`).",
-        True,
+        "with oneDNN instead of torch's BLAS. `auto`: on AMD processors only, where torch's MKL is slow (2.2x "
+        "slower matmuls on an AMD EPYC; on an Intel Xeon MKL was the faster one). Same parameters and results up "
+        "to float rounding (`trlx.models.onednn`).",
+        "auto",
     )
     fused_blocks: bool = doc(
         "On a CPU run without DeepSpeed/FSDP, compute Llama-family RMSNorms and SwiGLU MLPs (fp32, no autocast) "

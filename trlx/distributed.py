@@ -244,10 +244,11 @@ def fast_cpu_kernels(train: TrainConfig, accelerator: Accelerator, *modules: Any
     """`train.onednn_linear` and `train.fused_blocks` for `modules` on a CPU run without DeepSpeed/FSDP (which
     wrap or shard the parameters themselves); returns how many modules were switched."""
     from trlx.models.fused import use_fused_blocks
-    from trlx.models.onednn import use_onednn_linears
+    from trlx.models.onednn import onednn_preferred, use_onednn_linears
 
     if accelerator.device.type != "cpu" or engine_owns_model(accelerator):
         return 0
+    onednn = onednn_preferred() if train.onednn_linear == "auto" else train.onednn_linear
     # Linears first: the fused MLP runs its down projection on the kernel its layer was given.
-    switched = use_onednn_linears(*modules) if train.onednn_linear else 0
+    switched = use_onednn_linears(*modules) if onednn else 0
     return switched + (use_fused_blocks(*modules) if train.fused_blocks else 0)

@@ -141,9 +141,29 @@ def test_onednn_linears_keep_the_model_and_fall_back_outside_fp32_cpu():
     assert layer.double()(x.double()).dtype == torch.float64
 
 
+def test_auto_picks_onednn_on_amd_processors_only():
+    from trlx.models.onednn import onednn_preferred
+
+    assert onednn_preferred("AuthenticAMD") is onednn_available()
+    assert onednn_preferred("GenuineIntel") is False
+    assert onednn_preferred("") is False  # unknown (no /proc/cpuinfo, e.g. macOS on ARM): torch's own BLAS
+
+
+def test_onednn_linear_takes_true_false_or_auto():
+    from trlx.config import ConfigError
+    from trlx.data.default_configs import default_ppo_config
+
+    assert default_ppo_config().train.onednn_linear == "auto"
+    for value in (True, False, "auto"):
+        assert default_ppo_config().evolve(**{"train.onednn_linear": value}).train.onednn_linear == value
+    with pytest.raises(ConfigError, match="train.onednn_linear"):
+        default_ppo_config().evolve(**{"train.onednn_linear": "fast"})
+
+
 @needs_onednn
-@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("enabled", [True, False, "auto"])
 def test_the_trainer_switches_policy_and_reference_kernels_by_config(tmp_path, enabled):
+    from trlx.models.onednn import onednn_preferred
     from trlx.trlx import make_trainer
 
     tokenizer = build_word_tokenizer()
@@ -158,15 +178,16 @@ def test_the_trainer_switches_policy_and_reference_kernels_by_config(tmp_path, e
             "model.model_path": str(path),
             "model.reference": "copy",
             "train.onednn_linear": enabled,
-            "train.fused_blocks": enabled,
+            "train.fused_blocks": bool(enabled),
         },
     )
     trainer = make_trainer(reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
     policy_lm = trainer.accelerator.unwrap_model(trainer.policy).lm
-    expected = OneDNNLinear if enabled else torch.nn.Linear
+    onednn = onednn_preferred() if enabled == "auto" else enabled
+    expected = OneDNNLinear if onednn else torch.nn.Linear
     for lm in (policy_lm, trainer.reference.model):
         assert type(lm.model.layers[0].self_attn.q_proj) is expected
         assert type(lm.lm_head) is expected
-        assert (type(lm.model.layers[0].mlp).__name__ == "FusedLlamaMLP") is enabled
-        assert (type(lm.model.norm).__name__ == "FusedLlamaRMSNorm") is enabled
+        assert (type(lm.model.layers[0].mlp).__name__ == "FusedLlamaMLP") is bool(enabled)
+        assert (type(lm.model.norm).__name__ == "FusedLlamaRMSNorm") is bool(enabled)
     assert trainer.reference.model.lm_head.weight is not policy_lm.lm_head.weight

@@ -1,14 +1,22 @@
 """fp32 `nn.Linear` layers on CPU computed by oneDNN instead of torch's BLAS (`train.onednn_linear`).
 
-torch's CPU wheels run fp32 matmuls through Intel MKL, which on AMD processors takes a slow code path: on the
-2-core AMD EPYC (AVX-512) the W1 benchmark runs on, MKL reached ~210 GFLOP/s on a (752, 576) @ (576, 1536)
-block matmul and oneDNN, also shipped in the wheel, ~460. `OneDNNLinear` is `nn.Linear` with the forward
-and both backward matmuls done by `torch.ops.mkldnn._linear_pointwise` (what inductor uses on CPU); the
-parameters, state dict and module tree are unchanged, so checkpoints, LoRA, DDP and copies of the model see a
-plain `nn.Linear`. It falls back to `nn.Linear.forward` for anything but fp32 CPU tensors outside autocast.
+torch's x86 CPU wheels run fp32 matmuls through Intel MKL, which on AMD processors takes a slow code path: on a
+2-core AMD EPYC (AVX-512) VM, MKL reached ~210 GFLOP/s on a (752, 576) @ (576, 1536) block matmul and oneDNN,
+also shipped in the wheel, ~460. On a 2-core Intel Xeon (AVX-512, AMX) VM it is the other way round: MKL was
+faster on every W1 shape (forward ~12%, the weight gradient up to 40%, because oneDNN copies a transposed
+operand), so `train.onednn_linear: auto` uses oneDNN on AMD processors only (`onednn_preferred`).
+
+`OneDNNLinear` is `nn.Linear` with the forward and both backward matmuls done by
+`torch.ops.mkldnn._linear_pointwise` (what inductor uses on CPU); the parameters, state dict and module tree are
+unchanged, so checkpoints, LoRA, DDP and copies of the model see a plain `nn.Linear`. It falls back to
+`nn.Linear.forward` for anything but fp32 CPU tensors outside autocast.
 """
 
 from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +25,29 @@ from torch import Tensor, nn
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN's linear kernel."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def cpuinfo_field(name: str) -> str:
+    """The first `name` entry of /proc/cpuinfo (`vendor_id`, `model name`, ...); empty where there is none."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.partition(":")[2].strip() for line in lines if line.split(":")[0].strip() == name), "")
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor (`AuthenticAMD`, `GenuineIntel`, ...): /proc/cpuinfo's, else `platform.processor()`'s."""
+    return cpuinfo_field("vendor_id") or platform.processor()
+
+
+@functools.cache
+def onednn_preferred(vendor: str | None = None) -> bool:
+    """`train.onednn_linear: auto`: oneDNN where torch's BLAS (MKL) is measured slower, i.e. on AMD x86 processors
+    (`vendor`, default this machine's, names AuthenticAMD); elsewhere torch's own BLAS (MKL on Intel, where it
+    was the faster one)."""
+    vendor = cpu_vendor() if vendor is None else vendor
+    return "AuthenticAMD" in vendor and onednn_available()
 
 
 def onednn_matmul_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
