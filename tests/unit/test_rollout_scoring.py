@@ -194,3 +194,31 @@ def test_generation_feeds_one_token_per_step_through_the_kv_cache(tiny_gpt2_path
         handle.remove()
     assert widths == [batch.input_ids.shape[1], 1, 1, 1, 1]
     assert generation.response_ids.shape == (2, 5)
+
+
+def test_scoring_keeps_vocabulary_sized_temporaries_to_what_the_warp_needs():
+    """With EOS banned early (min_new_tokens), forward makes the LM-head output, its masked copy and the fused
+    log-prob buffer, and backward the fused gradient and the mask's; a no-op slice of the logits once added a
+    (B, R, V) zeros + copy to backward."""
+    from test_ppo_losses import vocab_sized_allocations
+
+    g = torch.Generator().manual_seed(0)
+    batch, prompt, width, hidden, vocab = 2, 3, 4, 4, 20_000
+    head = torch.randn(vocab, hidden, generator=g, requires_grad=True)
+    states = torch.randn(batch, prompt + width - 1, hidden, generator=g, requires_grad=True)
+
+    def forward(input_ids, attention_mask, position_ids, keep):
+        return states[:, -keep:] @ head.t(), None
+
+    query = torch.randint(0, vocab, (batch, prompt), generator=g)
+    response = torch.randint(1, vocab, (batch, width), generator=g)
+    ones = torch.ones(batch, prompt, dtype=torch.bool), torch.ones(batch, width, dtype=torch.bool)
+    params = SamplingParams(max_new_tokens=width, min_new_tokens=2, eos_token_ids=(0,))
+    scored = []
+    allocated = vocab_sized_allocations(
+        lambda: scored.append(score_response(forward, query, ones[0], response, ones[1], params)),
+        (batch, width, vocab),
+    )
+    assert len(allocated) == 3, allocated
+    backward = vocab_sized_allocations(lambda: scored[0].logprobs.sum().backward(), (batch, width, vocab))
+    assert len(backward) == 2, backward  # the head's (V, H) gradient is half a (B, R, V) buffer here

@@ -154,12 +154,15 @@ class _LogprobsAndEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        lse = torch.logsumexp(logits, dim=-1)  # (B, T)
+        # logsumexp by hand, so that its exp(x - max) is the one (B, T, V) buffer the entropy needs as well.
+        peak = logits.amax(dim=-1, keepdim=True)  # (B, T, 1), finite: a row keeps at least its label's token
+        unnormalised = (logits - peak).exp_()  # (B, T, V): softmax times `total`
+        total = unnormalised.sum(dim=-1, keepdim=True)  # (B, T, 1)
+        lse = (peak + total.log()).squeeze(-1)  # (B, T)
         logprobs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - lse
-        # H = lse - sum_v p_v x_v in one (B, T, V) buffer; nansum drops 0 * -inf from tokens cut by top-k/top-p.
-        weighted = torch.exp(logits - lse[..., None]).mul_(logits)
-        entropy = lse - weighted.nansum(dim=-1)
-        del weighted
+        # H = lse - sum_v p_v x_v; nansum drops 0 * -inf from tokens cut by top-k/top-p.
+        entropy = lse - unnormalised.mul_(logits).nansum(dim=-1) / total.squeeze(-1)
+        del unnormalised
         ctx.save_for_backward(logits, lse, labels)
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
@@ -169,7 +172,7 @@ class _LogprobsAndEntropy(torch.autograd.Function):
     def backward(ctx, grad_logprobs: Tensor, _grad_entropy: Tensor | None) -> tuple[Tensor, None]:
         logits, lse, labels = ctx.saved_tensors
         # d logprob_t / d x_tv = onehot(label_t)_v - softmax(x_t)_v, built in one (B, T, V) buffer.
-        grad = torch.exp(logits - lse[..., None]).mul_(-grad_logprobs[..., None])
+        grad = (logits - lse[..., None]).exp_().mul_(-grad_logprobs[..., None])
         grad.scatter_add_(-1, labels[..., None], grad_logprobs[..., None])
         return grad, None
 
@@ -178,9 +181,9 @@ def logprobs_and_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
     """log softmax(logits)[label] and the entropy at every position, with one (B, T, V) buffer at a time.
 
     The entropy is a statistic (no gradient flows through it). For float32/float64 logits both come from one
-    autograd Function: the forward needs one temporary (B, T, V) buffer for the entropy, autograd keeps only the
-    logits (already alive in the graph) and (B, T) tensors, and the backward writes onehot - softmax straight
-    into the gradient buffer, instead of logsumexp's and gather's separate (B, T, V) gradients plus the
+    autograd Function: the forward needs one temporary (B, T, V) buffer (exp(x - max), shared by logsumexp and
+    the entropy), autograd keeps only the logits (already alive in the graph) and (B, T) tensors, and the
+    backward writes onehot - softmax straight into its one gradient buffer, instead of logsumexp's and gather's separate (B, T, V) gradients plus the
     softmax/product/where copies of a separate entropy pass. Half-precision logits lose too much accuracy in
     logsumexp, so they are upcast to float32 one row at a time, bounding the extra memory to one (T, V) slice.
 

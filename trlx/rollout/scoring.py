@@ -65,12 +65,14 @@ def score_response(
     input_ids = torch.cat([query_ids, response_ids[:, :-1]], dim=1)
     attention_mask = torch.cat([query_mask.long(), response_mask[:, :-1].long()], dim=1)
     logits, values = forward(input_ids, attention_mask, position_ids_from_mask(attention_mask), width)
-    logits = logits[:, -width:]
+    if logits.shape[1] != width:  # a no-op slice would still cost a (B, R, V) zeros + copy in backward
+        logits = logits[:, -width:]
     banned = None
     if params.min_new_tokens > 0:
         early = torch.arange(width, device=logits.device) < params.min_new_tokens  # (R,)
         banned = early[:, None] & eos_ban(params.eos_token_ids, logits.shape[-1], logits.device)  # (R, V)
     warped = sampling_logits(logits, params.temperature, params.top_k, params.top_p, banned, keep=response_ids)
+    del logits  # when warping made a copy, the raw (B, R, V) logits are not needed for backward: free them now
     logprobs, entropy = logprobs_and_entropy(warped, response_ids)
     values = None if values is None else values[:, -width:].float()
     return Scored(logprobs, values, entropy)
