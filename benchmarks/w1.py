@@ -20,6 +20,8 @@ the reward), gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1,
 - full_ckpt: as full, with `train.gradient_checkpointing` (block activations recomputed in backward).
 - full_blas, full_onednn: as full, with the linears on torch's own BLAS (`train.onednn_linear=false`; MKL, slow on
   AMD) or on oneDNN (`true`); full itself takes the default (`auto`: oneDNN on AMD processors only).
+- full_compact: as full, with `train.retain_cpu_memory=compact` (every block of 1 MiB or more mapped on its own and
+  returned when freed: least peak RSS, the pages of every large tensor fault in anew).
 - full_sac: as full, with `train.gradient_checkpointing=selective` (matmul/attention outputs kept, only the
   element-wise ops recomputed in backward).
 
@@ -65,6 +67,8 @@ VARIANTS = {
     # The whole model with the linears on torch's own BLAS (MKL) or on oneDNN, whatever this processor is.
     "full_blas": {"num_layers_unfrozen": -1, "reference": "copy", "onednn_linear": False},
     "full_onednn": {"num_layers_unfrozen": -1, "reference": "copy", "onednn_linear": True},
+    # Large blocks mapped per tensor and returned when freed, so the heap cannot fragment (memory for time).
+    "full_compact": {"num_layers_unfrozen": -1, "reference": "copy", "retain_cpu_memory": "compact"},
     # Selective: matmul and attention outputs kept, only element-wise ops recomputed in backward.
     "full_sac": {"num_layers_unfrozen": -1, "reference": "copy", "gradient_checkpointing": "selective"},
     # The same 16 completions and tokens per iteration as 2 prompts x 8, KL as GRPO's k3 loss term (0.05).
@@ -112,6 +116,7 @@ def w1_config(model_path: str, variant: str, workdir: Path):
             "train.seq_length": 64,
             "train.gradient_checkpointing": model.get("gradient_checkpointing", False),
             "train.onednn_linear": model.get("onednn_linear", "auto"),
+            "train.retain_cpu_memory": model.get("retain_cpu_memory", True),
             "train.batch_size": PROMPTS_PER_ITER,
             "train.total_steps": 10**6,
             "train.max_grad_norm": None,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from trlx.algorithms.stats import masked_sums, moments_from_sums
 from trlx.config import ConfigError, TrainConfig
-from trlx.memory import retain_freed_memory
+from trlx.memory import compact_freed_memory, retain_freed_memory
 from trlx.trackers import make_trackers
 
 
@@ -86,7 +86,7 @@ def make_accelerator(train: TrainConfig) -> Accelerator:
         log_with=make_trackers(train) or None,  # started on the main process by trlx.trainers.common.make_logger
     )
     if train.retain_cpu_memory and accelerator.device.type == "cpu":
-        retain_freed_memory()
+        compact_freed_memory() if train.retain_cpu_memory == "compact" else retain_freed_memory()
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:
         ds = plugin.deepspeed_config

@@ -84,6 +84,48 @@ def test_retained_memory_is_reused_without_new_page_faults():
     assert faults_per_step("retain") < min(default, pages) // 4
 
 
+FREE_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from trlx.memory import compact_freed_memory, retain_freed_memory
+
+    assert (compact_freed_memory if sys.argv[1] == "compact" else retain_freed_memory)() is True
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    block = torch.ones(16 * 2**20)  # 64 MiB, touched
+    later = torch.ones(1000)  # a small block allocated after it
+    before = rss()
+    del block
+    print(before - rss())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_compact_memory_returns_freed_large_blocks_and_retain_keeps_them():
+    def released(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", FREE_SCRIPT, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout)
+
+    # compact: the block was its own mapping, unmapped on free, so it cannot leave a hole in the heap.
+    assert released("compact") >= 60 * 2**20
+    # retain: it stays in the heap for the next tensors (no page faults), and RSS with it.
+    assert released("retain") < 4 * 2**20
+
+
+def test_retain_cpu_memory_takes_true_false_or_compact():
+    from trlx.config import ConfigError
+    from trlx.data.default_configs import default_ppo_config
+
+    for value in (True, False, "compact"):
+        assert default_ppo_config().evolve(**{"train.retain_cpu_memory": value}).train.retain_cpu_memory == value
+    with pytest.raises(ConfigError, match="train.retain_cpu_memory"):
+        default_ppo_config().evolve(**{"train.retain_cpu_memory": "small"})
+
+
 # ---------------------------------------------------------------------------------------------- oneDNN linears
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 
