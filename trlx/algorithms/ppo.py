@@ -183,8 +183,8 @@ def logprobs_and_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
     The entropy is a statistic (no gradient flows through it). For float32/float64 logits both come from one
     autograd Function: the forward needs one temporary (B, T, V) buffer (exp(x - max), shared by logsumexp and
     the entropy), autograd keeps only the logits (already alive in the graph) and (B, T) tensors, and the
-    backward writes onehot - softmax straight into its one gradient buffer, instead of logsumexp's and gather's separate (B, T, V) gradients plus the
-    softmax/product/where copies of a separate entropy pass. Half-precision logits lose too much accuracy in
+    backward writes onehot - softmax straight into its one gradient buffer, instead of logsumexp's and gather's
+    separate (B, T, V) gradients plus the softmax/product/where copies of a separate entropy pass. Half-precision logits lose too much accuracy in
     logsumexp, so they are upcast to float32 one row at a time, bounding the extra memory to one (T, V) slice.
 
     Entropy uses H = logsumexp(x) - sum_v softmax(x)_v x_v (no log of probabilities that underflow to 0); tokens at
