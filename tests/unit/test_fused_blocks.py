@@ -87,7 +87,14 @@ def test_fused_blocks_fall_back_outside_fp32_and_under_lora_like_layers():
     use_fused_blocks(model)
     ids = torch.randint(0, 50, (2, 5))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+        logits, expected = model(ids).logits, reference(ids).logits
+    torch.testing.assert_close(logits, expected)
+    # The fused functions would mix bf16 activations with fp32 weights in backward ("expected m1 and m2 to have
+    # the same dtype"): under autocast the original modules must run, forward and backward.
+    logits.float().square().sum().backward()
+    expected.float().square().sum().backward()
+    for (name, param), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, ref.grad, msg=name)
     double, ref_double = copy.deepcopy(model).double(), copy.deepcopy(reference).double()
     torch.testing.assert_close(double(ids).logits, ref_double(ids).logits)
     # A down projection that is not a plain linear layer (a LoRA adapter, ...) runs the original forward.
@@ -125,3 +132,33 @@ def test_fused_blocks_under_gradient_checkpointing_give_the_same_gradients(mode)
     torch.testing.assert_close(logits_f, logits_p)
     for name, grad in grads_p.items():
         torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_fused_model_pickles_and_copies_as_a_fused_model():
+    import io
+
+    model = random_llama(vocab=50, layers=1)
+    use_fused_blocks(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # the fused classes are made at run time: pickle cannot look them up by name
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    for twin in (loaded, copy.deepcopy(model)):
+        assert type(twin.model.layers[0].mlp) is type(model.model.layers[0].mlp)
+        assert type(twin.model.norm).__name__ == "FusedLlamaRMSNorm"
+        assert twin.model.norm.weight is not model.model.norm.weight
+        ids = torch.randint(0, 50, (2, 5))
+        assert torch.equal(twin(ids).logits, model(ids).logits)
+
+
+def test_a_hook_on_the_down_projection_still_runs():
+    # The fast path reads down_proj's weight without calling the layer; a hooked layer (a probe, an adapter, the
+    # pre-hooks trlx.models.policy.parameters_below records with) must see its call and keep its effect.
+    model = random_llama(vocab=50, layers=1)
+    reference = copy.deepcopy(model)
+    use_fused_blocks(model)
+    calls = []
+    for lm in (model, reference):
+        lm.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: calls.append(1) or o * 2)
+    ids = torch.randint(0, 50, (2, 5))
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+    assert len(calls) == 2

@@ -10,10 +10,11 @@ activation are recomputed element-wise in backward, no matmul is repeated). That
 
 Forward results are bitwise those of the modules they replace (the same ops in the same order, and the same
 matmul kernel for `down_proj`), so sampling, scoring and the update see the same numbers. Modules are switched
-by class, like `trlx.models.onednn`: parameters, state dict and module tree are unchanged. A module qualifies
+by class, like `trlx.models.onednn`: parameters, state dict and module tree are unchanged, and a pickled or
+deep-copied module is the fused one again. A module qualifies
 when its `forward` is exactly Llama's (transformers copies it into Mistral, Qwen2/3, Granite, SmolLM3, ...)
 and, for the MLP, its activation is SiLU. Anything but fp32 tensors outside autocast, or a `down_proj` that is
-not a plain linear layer (a LoRA adapter, say), runs the original forward.
+not a plain linear layer (a LoRA adapter, say) or carries hooks, runs the original forward.
 """
 
 from __future__ import annotations
@@ -90,7 +91,25 @@ def _fast_path(x: Tensor, weight: Tensor) -> bool:
     return x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
 
 
-class _FusedRMSNorm:
+class _Fused:
+    """What the fused mixins share: pickling as the plain module, fused again on load (the fused classes are
+    made at run time, so pickle could not find them by name; `torch.save(model)` and `copy.deepcopy` use this)."""
+
+    _unfused: type  # the class the mixin was put in front of, and the mixin (both set by `_fused_class`)
+    _mixin: type
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        plain = object.__new__(self._unfused)
+        plain.__dict__ = self.__dict__  # the same parameters and buffers, pickled as the plain class's
+        return _fuse, (plain, self._mixin)
+
+
+def _fuse(module: nn.Module, mixin: type) -> nn.Module:
+    module.__class__ = _fused_class(type(module), mixin)
+    return module
+
+
+class _FusedRMSNorm(_Fused):
     """Mixed in before a Llama-style RMSNorm class (`weight`, `variance_epsilon`)."""
 
     weight: nn.Parameter
@@ -102,7 +121,13 @@ class _FusedRMSNorm:
         return _RMSNormFn.apply(hidden_states, self.weight, self.variance_epsilon)
 
 
-class _FusedSwiGLU:
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
+class _FusedSwiGLU(_Fused):
     """Mixed in before a Llama-style MLP class (`gate_proj`, `up_proj`, `down_proj`, SiLU `act_fn`)."""
 
     gate_proj: nn.Module
@@ -111,7 +136,9 @@ class _FusedSwiGLU:
 
     def forward(self, x: Tensor) -> Tensor:
         down = self.down_proj
-        if type(down) not in (nn.Linear, OneDNNLinear) or not _fast_path(x, down.weight):
+        # The fast path uses down_proj's weight without calling it, so a hook on it (a probe, an adapter) would
+        # silently not run: such a layer takes the original forward, as does anything but a plain linear layer.
+        if type(down) not in (nn.Linear, OneDNNLinear) or _has_hooks(down) or not _fast_path(x, down.weight):
             return super().forward(x)  # type: ignore[misc]
         onednn = type(down) is OneDNNLinear and x.device.type == "cpu"
         return _SwiGLUDownFn.apply(self.gate_proj(x), self.up_proj(x), down.weight, down.bias, onednn)
@@ -123,13 +150,13 @@ def _same_code(a: CodeType, b: CodeType) -> bool:
 
 @functools.cache
 def _fused_class(cls: type, mixin: type) -> type:
-    return type(f"Fused{cls.__name__}", (mixin, cls), {"__module__": cls.__module__})
+    return type(f"Fused{cls.__name__}", (mixin, cls), {"__module__": cls.__module__, "_unfused": cls, "_mixin": mixin})
 
 
 def _mixin_for(module: nn.Module) -> type | None:
     forward = getattr(type(module), "forward", None)
     code = getattr(forward, "__code__", None)
-    if code is None or isinstance(module, (_FusedRMSNorm, _FusedSwiGLU)):
+    if code is None or isinstance(module, _Fused):
         return None
     if _same_code(code, LlamaRMSNorm.forward.__code__):
         return _FusedRMSNorm
