@@ -116,14 +116,19 @@ def test_compact_memory_returns_freed_large_blocks_and_retain_keeps_them():
     assert released("retain") < 4 * 2**20
 
 
-def test_retain_cpu_memory_takes_true_false_or_compact():
+@pytest.mark.parametrize(
+    ("field", "default", "word", "bad"),
+    [("retain_cpu_memory", True, "compact", "small"), ("onednn_linear", "auto", "auto", "fast")],
+)
+def test_cpu_switches_take_true_false_or_their_word(field, default, word, bad):
     from trlx.config import ConfigError
     from trlx.data.default_configs import default_ppo_config
 
-    for value in (True, False, "compact"):
-        assert default_ppo_config().evolve(**{"train.retain_cpu_memory": value}).train.retain_cpu_memory == value
-    with pytest.raises(ConfigError, match="train.retain_cpu_memory"):
-        default_ppo_config().evolve(**{"train.retain_cpu_memory": "small"})
+    assert getattr(default_ppo_config().train, field) == default
+    for value in (True, False, word):
+        assert getattr(default_ppo_config().evolve(**{f"train.{field}": value}).train, field) == value
+    with pytest.raises(ConfigError, match=f"train.{field}"):
+        default_ppo_config().evolve(**{f"train.{field}": bad})
 
 
 # ---------------------------------------------------------------------------------------------- oneDNN linears
@@ -189,17 +194,6 @@ def test_auto_picks_onednn_on_amd_processors_only():
     assert onednn_preferred("AuthenticAMD") is onednn_available()
     assert onednn_preferred("GenuineIntel") is False
     assert onednn_preferred("") is False  # unknown (no /proc/cpuinfo, e.g. macOS on ARM): torch's own BLAS
-
-
-def test_onednn_linear_takes_true_false_or_auto():
-    from trlx.config import ConfigError
-    from trlx.data.default_configs import default_ppo_config
-
-    assert default_ppo_config().train.onednn_linear == "auto"
-    for value in (True, False, "auto"):
-        assert default_ppo_config().evolve(**{"train.onednn_linear": value}).train.onednn_linear == value
-    with pytest.raises(ConfigError, match="train.onednn_linear"):
-        default_ppo_config().evolve(**{"train.onednn_linear": "fast"})
 
 
 @needs_onednn
