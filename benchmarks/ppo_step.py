@@ -89,7 +89,9 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
             generation.response_ids.to(dev),
             generation.response_mask.to(dev),
         )
-        policy = trainer.accelerator.unwrap_model(trainer.policy)
+        from trlx.distributed import unwrap
+
+        policy = unwrap(trainer.accelerator, trainer.policy)
         with torch.no_grad():
             _, t_pol = timed(score_response, policy, *args)
             _, t_ref = timed(score_response, trainer.reference.forward_fn(), *args)
@@ -102,7 +104,9 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
                 phases[key].append(value)
     med = {k: statistics.median(v) for k, v in phases.items()}
     tokens = batch * new_tokens
-    params = sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.policy).parameters())
+    from trlx.distributed import unwrap
+
+    params = sum(p.numel() for p in unwrap(trainer.accelerator, trainer.policy).parameters())
     result = {
         "model": name,
         "params_m": params / 1e6,

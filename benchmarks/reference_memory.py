@@ -90,7 +90,9 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     rss_setup = peak_rss_mib()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    policy_lm = trainer.accelerator.unwrap_model(trainer.policy).lm
+    from trlx.distributed import unwrap
+
+    policy_lm = unwrap(trainer.accelerator, trainer.policy).lm
     reference_model = getattr(trainer.reference, "model", policy_lm)  # lora: the policy itself
     rollout_times, update_times, first_kl = [], [], None
     for i in range(args.iterations + 1):

@@ -280,7 +280,9 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
                 f"{rows[-1]['mean_reward']:.3f}",
                 flush=True,
             )
-        lm = trainer.accelerator.unwrap_model(trainer.policy).lm
+        from trlx.distributed import unwrap
+
+        lm = unwrap(trainer.accelerator, trainer.policy).lm
         from trlx.models.onednn import OneDNNLinear
 
         linears = "oneDNN" if any(isinstance(m, OneDNNLinear) for m in lm.modules()) else "torch BLAS"

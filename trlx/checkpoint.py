@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from trlx.config import TRLConfig, method_name
-from trlx.distributed import engine_owns_model, gathered_state_dict
+from trlx.distributed import engine_owns_model, gathered_state_dict, unwrap
 from trlx.model_card import write_model_card
 from trlx.models.lora import ADAPTER_DIR, save_lm
 from trlx.models.policy import PolicyWithValueHead, model_config
@@ -561,7 +561,7 @@ def save_trainer(trainer: Resumable, dest: Path) -> None:
         files[rng_file(rank)] = process["rng"]
         if process["rollout"] is not None:
             files[rollout_file(rank)] = (process["rollout"], None)
-    policy = accelerator.unwrap_model(trainer.policy)
+    policy = unwrap(accelerator, trainer.policy)
     save_checkpoint(dest, policy, trainer.tokenizer, state, trainer.config.to_dict(), files, full_state_dict)
     if checkpoint_step(dest) is not None:
         write_latest(dest.parent, dest)
@@ -578,7 +578,7 @@ def load_trainer(trainer: Resumable, path: Path) -> dict[str, Any]:
     accelerator = trainer.accelerator
     check_resumable(path, trainer.config, accelerator.num_processes)
     state = load_state(path)
-    load_policy_weights(path, accelerator.unwrap_model(trainer.policy))
+    load_policy_weights(path, unwrap(accelerator, trainer.policy))
     tensors, _ = load_tensor_file(path / OPTIMIZER_FILE)
     trainer.optimizer.load_state_dict(join_tensors(state["optimizer"], tensors))
     trainer.scheduler.load_state_dict(join_tensors(state["scheduler"], tensors))
@@ -644,7 +644,7 @@ def save_pretrained_policy(
     full = gathered_state_dict(accelerator, policy) or {}  # collective under ZeRO-3/FSDP
     if accelerator.is_main_process:
         Path(dest).mkdir(parents=True, exist_ok=True)
-        write_hf_model(accelerator.unwrap_model(policy), tokenizer, Path(dest), full)
+        write_hf_model(unwrap(accelerator, policy), tokenizer, Path(dest), full)
         if card is not None:
             write_model_card(Path(dest), *card)
     accelerator.wait_for_everyone()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +229,33 @@ def test_the_trainer_switches_policy_and_reference_kernels_by_config(tmp_path, e
         assert (type(lm.model.layers[0].mlp).__name__ == "FusedLlamaMLP") is bool(enabled)
         assert (type(lm.model.norm).__name__ == "FusedLlamaRMSNorm") is bool(enabled)
     assert trainer.reference.model.lm_head.weight is not policy_lm.lm_head.weight
+
+
+NO_DEEPSPEED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, sys.argv[2])
+    from conftest import TINY_PROMPTS, good_word_reward, tiny_ppo_config
+
+    from trlx.trlx import make_trainer
+
+    config = tiny_ppo_config(Path(sys.argv[1]) / "ckpt", **{"model.model_path": sys.argv[3]})
+    trainer = make_trainer(reward_fn=good_word_reward, prompts=TINY_PROMPTS, config=config)
+    rollout, _ = trainer.collect_rollout()
+    trainer.update(next(iter(trainer.minibatches(rollout))))
+    print("deepspeed" in sys.modules)
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+def test_a_run_without_deepspeed_does_not_import_it(tmp_path, tiny_gpt2_path):
+    # accelerate's unwrap_model imports DeepSpeed whenever it is installed (with mlflow, pandas and pyarrow:
+    # ~140 MB of resident memory); trlx unwraps without it unless the run uses DeepSpeed. (transformers'
+    # save_pretrained still imports it, so the model is saved out here.)
+    tests = str(Path(__file__).parents[1])
+    script = [sys.executable, "-c", NO_DEEPSPEED_SCRIPT, str(tmp_path), tests, str(tiny_gpt2_path)]
+    run = subprocess.run(script, capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "False"

@@ -33,7 +33,7 @@ from trlx.checkpoint import (
 )
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
-from trlx.distributed import fast_cpu_kernels, full_params_for_generation, mean_over_processes
+from trlx.distributed import fast_cpu_kernels, full_params_for_generation, mean_over_processes, unwrap
 from trlx.faults import RESUME_HINT, FaultCounter, NumericalFault, StopOnSignal, any_process, nonfinite
 from trlx.logging import MetricsLogger, run_summary
 from trlx.report import write_report
@@ -73,7 +73,7 @@ def prepare(config: TRLConfig, accelerator: Accelerator, policy: nn.Module) -> t
     optimizer = make_optimizer(config.optimizer, policy.parameters())
     scheduler = make_scheduler(config.scheduler, optimizer)
     prepared = accelerator.prepare(policy, optimizer, scheduler)
-    fast_cpu_kernels(config.train, accelerator, accelerator.unwrap_model(prepared[0]))
+    fast_cpu_kernels(config.train, accelerator, unwrap(accelerator, prepared[0]))
     return prepared
 
 
@@ -93,7 +93,7 @@ def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None, values: bool
     gathering sharded parameters for generation; `values`: record the value head's V(s_t) too."""
     trainer.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
     accelerator = trainer.accelerator
-    policy = accelerator.unwrap_model(trainer.policy)
+    policy = unwrap(accelerator, trainer.policy)
     value_head = policy.value_head if values else None
     with full_params_for_generation(accelerator, trainer.policy) as synced, accelerator.autocast():
         all_finished = (lambda done: not any_process(accelerator, not done)) if synced else None
@@ -234,7 +234,7 @@ def resume(trainer: Any, path: str | Path) -> None:
 
 def unwrapped_policy(trainer: Trainer) -> Any:
     """The policy (its causal LM is `.lm`), unwrapped from accelerate (trlX's `trainer.model`)."""
-    return trainer.accelerator.unwrap_model(trainer.policy)
+    return unwrap(trainer.accelerator, trainer.policy)
 
 
 def save_pretrained(trainer: Trainer, directory: str | Path) -> Path:

@@ -25,6 +25,7 @@ from trlx.algorithms.sft import sft_loss
 from trlx.config import PPOConfig
 from trlx.data.prompts import position_ids_from_mask
 from trlx.data.samples import SequenceBatch, TokenizedExample, collate
+from trlx.distributed import unwrap
 from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.scoring import ForwardFn, score_response
 
@@ -272,7 +273,7 @@ class ILQLObjective:
     def end_step(self, trainer: Any, step: int) -> None:
         """Polyak-average the target Q heads towards the Q heads every steps_for_target_q_sync steps (trlX's)."""
         if step % self.method.steps_for_target_q_sync == 0:
-            heads = trainer.accelerator.unwrap_model(trainer.policy).ilql_heads
+            heads = unwrap(trainer.accelerator, trainer.policy).ilql_heads
             sync_target_heads(heads.q_heads, heads.target_q_heads, self.method.alpha)
 
     def loss(self, policy: Any, micro: ILQLBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:

@@ -42,6 +42,7 @@ from trlx.distributed import (
     global_mean,
     global_moments,
     make_accelerator,
+    unwrap,
 )
 from trlx.faults import FaultCounter, NumericalFault, StopOnSignal, any_process, check_kl, nonfinite
 from trlx.logging import MetricsLogger, progress_bar, progress_enabled
@@ -72,7 +73,7 @@ def reuse_sampled_setting(setting: bool | None, accelerator: Accelerator, policy
     """`method.logprobs_from_sampling` for this run: True (use the sampler's records), False (score again) or
     None (decide on the first rollout). Refused where the sampler cannot record them: under DeepSpeed or FSDP
     (sharded weights) and for a policy that samples from something else than its LM (ILQL)."""
-    unwrapped = accelerator.unwrap_model(policy)
+    unwrapped = unwrap(accelerator, policy)
     if engine_owns_model(accelerator) or unwrapped.sampling_lm is not unwrapped.lm:
         if setting:
             raise ConfigError(
@@ -131,13 +132,13 @@ class OnlineTrainer:
         # Prepared by accelerate, with the fast CPU kernels (train.onednn_linear, fused_blocks), as offline.
         self.policy, self.optimizer, self.scheduler = common.prepare(config, self.accelerator, policy)
         # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
-        policy_dtype = next(self.accelerator.unwrap_model(self.policy).parameters()).dtype
+        policy_dtype = next(unwrap(self.accelerator, self.policy).parameters()).dtype
         self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
         # A frozen copy's or hydra's own layers (`.model`); the lora reference is the policy itself.
         fast_cpu_kernels(config.train, self.accelerator, getattr(self.reference, "model", None))
 
         method = config.method
-        lm = self.accelerator.unwrap_model(self.policy).lm
+        lm = unwrap(self.accelerator, self.policy).lm
         eos_ids = model_eos_ids(tokenizer, lm)
         if train_prompts.is_chat or (eval_prompts is not None and eval_prompts.is_chat):
             eos_ids = merge_eos_ids(eos_ids, end_of_turn_ids(tokenizer))  # the assistant's turn ends the response
@@ -414,7 +415,7 @@ class OnlineTrainer:
             scores = scores + penalty
             dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
         batch = self.score(generation, from_sampling=reuse)
-        critic = self.accelerator.unwrap_model(self.policy).value_head is not None
+        critic = unwrap(self.accelerator, self.policy).value_head is not None
         gap = None if reuse else sampling_gap(generation, batch, critic)
         problem = problem or nonfinite(
             {"logprobs": batch.logprobs, "ref_logprobs": batch.ref_logprobs, "values": batch.values},
@@ -441,7 +442,7 @@ class OnlineTrainer:
         # Under FSDP only the root's forward gathers the root's parameters; elsewhere the bare module avoids
         # DDP's per-forward buffer broadcast (a collective) outside the update.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
-        policy = self.policy if fsdp else self.accelerator.unwrap_model(self.policy)
+        policy = self.policy if fsdp else unwrap(self.accelerator, self.policy)
         args = (query_ids, query_mask, response_ids, response_mask)
         with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
             if from_sampling:
