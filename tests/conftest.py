@@ -1,5 +1,6 @@
 """Shared fixtures: tiny, randomly initialised models and a word-level tokenizer built without the network."""
 
+import math
 import os
 import re
 
@@ -203,3 +204,18 @@ def readme_train_commands() -> list[list[str]]:
             if words[:2] == ["trlx", "train"] or words[:4] == ["python", "-m", "trlx", "train"]:
                 commands.append(words)
     return commands
+
+
+def vocab_sized_allocations(fn, shape, exact: bool = False) -> list[str]:
+    """The ops that allocated a tensor of at least (`exact`: exactly) `shape`'s bytes (float32) while `fn()` ran."""
+    from torch.profiler import profile
+
+    size = math.prod(shape) * 4
+    with profile(profile_memory=True) as prof:
+        fn()
+    return [
+        e.name
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.self_cpu_memory_usage == size if exact else e.self_cpu_memory_usage >= size)
+    ]

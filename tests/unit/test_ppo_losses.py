@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import vocab_sized_allocations
 
 from trlx.algorithms.ppo import (
     entropy_from_logits,
@@ -147,16 +148,6 @@ def test_entropy_from_logits():
     torch.testing.assert_close(entropy[0, 2], expected_row2)
 
 
-def vocab_sized_allocations(fn, shape) -> list[str]:
-    """The ops that allocated a tensor of at least `shape`'s bytes (float32) while `fn()` ran."""
-    from torch.profiler import profile
-
-    size = math.prod(shape) * 4
-    with profile(profile_memory=True) as prof:
-        fn()
-    return [e.name for e in prof.events() if e.name.startswith("aten::") and e.self_cpu_memory_usage >= size]
-
-
 def test_fused_logprobs_allocate_one_vocabulary_sized_buffer_in_forward_and_one_in_backward():
     # (B, T, V) buffers are the largest tensors of an update (48 MiB each on W1); the unfused formulas, and an
     # earlier version of this function, allocated 3 in forward (logsumexp's, x - lse, its exp) and 2 in backward.
@@ -165,3 +156,28 @@ def test_fused_logprobs_allocate_one_vocabulary_sized_buffer_in_forward_and_one_
     out = []
     assert len(vocab_sized_allocations(lambda: out.append(logprobs_and_entropy(logits, labels)), logits.shape)) == 1
     assert len(vocab_sized_allocations(lambda: out[0][0].sum().backward(), logits.shape)) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_ban_inside_the_fused_logprobs_equals_masking_the_logits_first(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 7, generator=g).to(dtype)
+    logits[0, 1, 4] = float("-inf")  # a top-k/top-p cut as well
+    labels = torch.tensor([[1, 2, 3], [0, 6, 5]])
+    banned = torch.zeros(3, 7, dtype=torch.bool)
+    banned[:2, 0] = True  # EOS (id 0) banned at the first two positions: the label at [1, 0] is banned
+    grads = []
+    results = []
+    for ban_inside in (False, True):
+        x = logits.clone().requires_grad_(True)
+        inputs = (x, labels, banned) if ban_inside else (x.masked_fill(banned, float("-inf")), labels)
+        logprobs, entropy = logprobs_and_entropy(*inputs)
+        weights = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 6.0]])  # no weight on the -inf log-prob
+        (torch.where(weights > 0, logprobs, 0.0) * weights).sum().backward()
+        results.append((logprobs.detach(), entropy))
+        grads.append(x.grad)
+    assert results[1][0][1, 0] == float("-inf")
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)  # the same ops on the same values
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+    assert (grads[1][:, :2, 0] == 0).all()

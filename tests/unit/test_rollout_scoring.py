@@ -197,10 +197,10 @@ def test_generation_feeds_one_token_per_step_through_the_kv_cache(tiny_gpt2_path
 
 
 def test_scoring_keeps_vocabulary_sized_temporaries_to_what_the_warp_needs():
-    """With EOS banned early (min_new_tokens), forward makes the LM-head output, its masked copy and the fused
-    log-prob buffer, and backward the fused gradient and the mask's; a no-op slice of the logits once added a
-    (B, R, V) zeros + copy to backward."""
-    from test_ppo_losses import vocab_sized_allocations
+    """With EOS banned early (min_new_tokens), forward makes the LM-head output and the fused log-prob buffer
+    (the ban is applied inside it), and backward the fused gradient only. A masked copy of the logits and its
+    masked gradient once added one (B, R, V) buffer to each, and a no-op slice of the logits a zeros + copy."""
+    from conftest import vocab_sized_allocations
 
     g = torch.Generator().manual_seed(0)
     batch, prompt, width, hidden, vocab = 2, 3, 4, 4, 20_000
@@ -219,6 +219,6 @@ def test_scoring_keeps_vocabulary_sized_temporaries_to_what_the_warp_needs():
         lambda: scored.append(score_response(forward, query, ones[0], response, ones[1], params)),
         (batch, width, vocab),
     )
-    assert len(allocated) == 3, allocated
+    assert len(allocated) == 2, allocated
     backward = vocab_sized_allocations(lambda: scored[0].logprobs.sum().backward(), (batch, width, vocab))
-    assert len(backward) == 2, backward  # the head's (V, H) gradient is half a (B, R, V) buffer here
+    assert len(backward) == 1, backward  # the head's (V, H) gradient is half a (B, R, V) buffer here

@@ -153,31 +153,44 @@ class _LogprobsAndEntropy(torch.autograd.Function):
     """Fused log softmax(x)[label] and entropy for float32/float64 logits (see `logprobs_and_entropy`)."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx, logits: Tensor, labels: Tensor, banned: Tensor | None) -> tuple[Tensor, Tensor]:
         # logsumexp by hand, so that its exp(x - max) is the one (B, T, V) buffer the entropy needs as well.
-        peak = logits.amax(dim=-1, keepdim=True)  # (B, T, 1), finite: a row keeps at least its label's token
-        unnormalised = (logits - peak).exp_()  # (B, T, V): softmax times `total`
+        # Banned tokens are -inf in that buffer only; the logits themselves are left as they are.
+        masked = logits if banned is None else logits.masked_fill(banned, float("-inf"))
+        peak = masked.amax(dim=-1, keepdim=True)  # (B, T, 1), finite: a row keeps at least its label's token
+        unnormalised = masked.sub_(peak) if banned is not None else logits - peak
+        unnormalised.exp_()  # (B, T, V): softmax times `total`
+        del masked
         total = unnormalised.sum(dim=-1, keepdim=True)  # (B, T, 1)
         lse = (peak + total.log()).squeeze(-1)  # (B, T)
         logprobs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - lse
+        if banned is not None:  # a banned label has probability 0
+            logprobs = logprobs.masked_fill(_at_labels(banned, logits, labels), float("-inf"))
         # H = lse - sum_v p_v x_v; nansum drops 0 * -inf from tokens cut by top-k/top-p.
         entropy = lse - unnormalised.mul_(logits).nansum(dim=-1) / total.squeeze(-1)
         del unnormalised
-        ctx.save_for_backward(logits, lse, labels)
+        ctx.save_for_backward(logits, lse, labels, banned)
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_logprobs: Tensor, _grad_entropy: Tensor | None) -> tuple[Tensor, None]:
-        logits, lse, labels = ctx.saved_tensors
+    def backward(ctx, grad_logprobs: Tensor, _grad_entropy: Tensor | None) -> tuple[Tensor, None, None]:
+        logits, lse, labels, banned = ctx.saved_tensors
         # d logprob_t / d x_tv = onehot(label_t)_v - softmax(x_t)_v, built in one (B, T, V) buffer.
         grad = (logits - lse[..., None]).exp_().mul_(-grad_logprobs[..., None])
         grad.scatter_add_(-1, labels[..., None], grad_logprobs[..., None])
-        return grad, None
+        if banned is not None:  # banned logits do not reach the distribution: no gradient (as after masked_fill)
+            grad.masked_fill_(banned, 0.0)
+        return grad, None, None
 
 
-def logprobs_and_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def _at_labels(banned: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, T) bool: whether each label is banned. banned: broadcastable to logits' (B, T, V)."""
+    return banned.expand(logits.shape).gather(-1, labels[..., None]).squeeze(-1)
+
+
+def logprobs_and_entropy(logits: Tensor, labels: Tensor, banned: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """log softmax(logits)[label] and the entropy at every position, with one (B, T, V) buffer at a time.
 
     The entropy is a statistic (no gradient flows through it). For float32/float64 logits both come from one
@@ -193,15 +206,20 @@ def logprobs_and_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
     Args:
         logits: (B, T, V) float, where logits[:, t] predicts labels[:, t] (the caller does the one-token shift).
         labels: (B, T) long token ids.
+        banned: bool, broadcastable to (B, T, V), or None: tokens taken out of the distribution, exactly as
+            `logits.masked_fill(banned, -inf)` would (EOS before `min_new_tokens`), without that (B, T, V) copy
+            in forward and its masked gradient in backward.
 
     Returns:
         (logprobs, entropy), each (B, T); float32 for half-precision logits, otherwise the logits' dtype.
     """
     if logits.dtype in (torch.float32, torch.float64):
-        return _LogprobsAndEntropy.apply(logits, labels)
+        return _LogprobsAndEntropy.apply(logits, labels, banned)
     logprobs, entropies = [], []
-    for row_logits, row_labels in zip(logits, labels, strict=True):
+    for i, (row_logits, row_labels) in enumerate(zip(logits, labels, strict=True)):
         row = row_logits.float()
+        if banned is not None:
+            row = row.masked_fill(banned.expand(logits.shape)[i], float("-inf"))
         logprobs.append(torch.log_softmax(row, dim=-1).gather(-1, row_labels[:, None]).squeeze(-1))
         with torch.no_grad():
             entropies.append(entropy_from_logits(row.detach()))

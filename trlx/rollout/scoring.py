@@ -71,8 +71,13 @@ def score_response(
     if params.min_new_tokens > 0:
         early = torch.arange(width, device=logits.device) < params.min_new_tokens  # (R,)
         banned = early[:, None] & eos_ban(params.eos_token_ids, logits.shape[-1], logits.device)  # (R, V)
-    warped = sampling_logits(logits, params.temperature, params.top_k, params.top_p, banned, keep=response_ids)
+    # With no top-k/top-p cut after it, the ban is the last warp: the fused log-prob function applies it without
+    # the (B, R, V) masked copy (and the masked gradient). Before a cut it must come first, as in the sampler.
+    ban_last = not 0 < params.top_k < logits.shape[-1] and params.top_p >= 1.0
+    warped = sampling_logits(
+        logits, params.temperature, params.top_k, params.top_p, None if ban_last else banned, keep=response_ids
+    )
     del logits  # when warping made a copy, the raw (B, R, V) logits are not needed for backward: free them now
-    logprobs, entropy = logprobs_and_entropy(warped, response_ids)
+    logprobs, entropy = logprobs_and_entropy(warped, response_ids, banned if ban_last else None)
     values = None if values is None else values[:, -width:].float()
     return Scored(logprobs, values, entropy)
