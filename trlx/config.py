@@ -182,9 +182,11 @@ class TrainConfig:
         "auto",
     )
     fused_blocks: bool = doc(
-        "On a CPU run without DeepSpeed/FSDP, compute Llama-family RMSNorms and SwiGLU MLPs (fp32, no autocast) "
-        "with hand-written backward passes that store ~35% fewer activations: same forward results, gradients "
-        "up to float rounding, no matmul recomputed (`trlx.models.fused`).",
+        "On a CPU run without DeepSpeed/FSDP, train with leaner blocks (fp32, no autocast): hand-written backward "
+        "passes for Llama-family RMSNorms and SwiGLU MLPs, norm outputs recomputed instead of stored, grouped "
+        "keys/values not repeated for a masked SDPA, and one gradient buffer for a tied embedding and LM head. "
+        "About half the activations of a Llama block: same forward results, gradients up to float rounding, no "
+        "matmul recomputed (`trlx.models.fused`).",
         True,
     )
     gradient_checkpointing: bool | Literal["selective"] = doc(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 import torch
-from conftest import random_llama
+from conftest import random_llama, vocab_sized_allocations
 
+from trlx.models import fused
 from trlx.models.fused import _RMSNormFn, _SwiGLUDownFn, use_fused_blocks
 from trlx.models.onednn import onednn_available, use_onednn_linears
 
@@ -24,21 +29,31 @@ def test_the_fused_functions_have_the_analytic_gradients_in_float64():
     assert torch.autograd.gradcheck(lambda *a: _SwiGLUDownFn.apply(*a, None, False), (gate, up, down))
 
 
-def _run_block(model, ids, weights):
-    """Logits and every parameter's gradient of a forward + weighted-sum backward, and the bytes autograd saved
-    for backward outside the parameters (each storage counted once)."""
+@contextlib.contextmanager
+def _saved_bytes(model) -> Iterator[dict[int, int]]:
+    """Bytes autograd saves for backward while inside, by storage, parameters left out. Inside a fused decoder
+    layer trlx's own saved-tensor hooks run instead of any outer one: what they keep is counted there."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
 
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
+    def record(kept):
+        if isinstance(kept, torch.Tensor) and kept.untyped_storage().data_ptr() not in params:
+            saved[kept.untyped_storage().data_ptr()] = kept.untyped_storage().nbytes()
+        return kept
 
+    with (
+        mock.patch.object(fused, "_pack", lambda outputs, t, pack=fused._pack: record(pack(outputs, t))),
+        torch.autograd.graph.saved_tensors_hooks(record, lambda t: t),
+    ):
+        yield saved
+
+
+def _run_block(model, ids, weights, **kwargs):
+    """Logits and every parameter's gradient of a forward + weighted-sum backward, and the bytes autograd saved
+    for backward outside the parameters (each storage counted once)."""
     model.zero_grad(set_to_none=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(ids).logits
+    with _saved_bytes(model) as saved:
+        logits = model(ids, **kwargs).logits
     (logits * weights).sum().backward()
     return logits.detach(), {n: p.grad for n, p in model.named_parameters()}, sum(saved.values())
 
@@ -60,8 +75,8 @@ def test_a_fused_llama_computes_the_same_and_saves_less_for_backward(onednn, mlp
         use_onednn_linears(plain)
     fused = copy.deepcopy(plain)
     keys = list(fused.state_dict())
-    # 2 x (2 norms + 1 MLP) + the final norm
-    assert use_fused_blocks(fused) == 7 and use_fused_blocks(fused) == 0
+    # 2 x (2 norms + 1 MLP + the block) + the final norm, and the model's attention function (grouped-query SDPA)
+    assert use_fused_blocks(fused) == 10 and use_fused_blocks(fused) == 0
     assert list(fused.state_dict()) == keys
     assert type(fused.model.norm).__name__ == "FusedLlamaRMSNorm"
     assert isinstance(fused.model.layers[0].mlp, type(plain.model.layers[0].mlp))
@@ -74,11 +89,12 @@ def test_a_fused_llama_computes_the_same_and_saves_less_for_backward(onednn, mlp
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
     # A plain norm saves its input, the normalised input and 1/rms (its output is saved by the next linear), a
-    # fused one only the input and 1/rms; a plain MLP saves gate, silu(gate), up and their product, a fused one
-    # gate and up. So the fused model saves one hidden-sized tensor per norm (2 per block and the final one)
-    # and two intermediate-sized ones per MLP less: (5 * 32 + 2 * 2 * 64) floats per token, exactly.
+    # fused one only the input and 1/rms; in a fused block the linears after its two norms save a recipe instead
+    # of their input (the norm's output); a plain MLP saves gate, silu(gate), up and their product, a fused one
+    # gate and up. So the fused model saves 2 hidden-sized tensors per block norm and 1 for the final one less,
+    # and two intermediate-sized ones per MLP: (9 * 32 + 2 * 2 * 64) floats per token, exactly.
     tokens, hidden, inter = 3 * 9, 32, 64
-    assert saved_p - saved_f == (5 * hidden + 2 * 2 * inter) * tokens * 4
+    assert saved_p - saved_f == (9 * hidden + 2 * 2 * inter) * tokens * 4
 
 
 def test_fused_blocks_fall_back_outside_fp32_and_under_lora_like_layers():
@@ -109,7 +125,14 @@ def test_only_llama_style_modules_are_switched():
     from transformers.models.gemma.modeling_gemma import GemmaMLP, GemmaRMSNorm
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30))
-    assert use_fused_blocks(gpt2) == 0
+    # Only GPT-2's tied embedding and head (plain nn.Embedding and nn.Linear); its blocks are not Llama's
+    assert use_fused_blocks(gpt2) == 2
+    assert {type(m).__name__ for m in gpt2.modules()} & {"FusedEmbedding", "FusedLinear"} == {
+        "FusedEmbedding",
+        "FusedLinear",
+    }
+    untied = random_llama(vocab=50, layers=1)
+    assert use_fused_blocks(untied.lm_head, untied.model.embed_tokens) == 0  # not tied: nothing to share
     gemma_like = random_llama(vocab=50, layers=1).config
     gemma_like.hidden_act = "gelu_pytorch_tanh"
     assert use_fused_blocks(GemmaMLP(gemma_like), GemmaRMSNorm(32)) == 0  # (1 + w) norm, GELU MLP
@@ -137,7 +160,7 @@ def test_fused_blocks_under_gradient_checkpointing_give_the_same_gradients(mode)
 def test_a_fused_model_pickles_and_copies_as_a_fused_model():
     import io
 
-    model = random_llama(vocab=50, layers=1)
+    model = random_llama(vocab=50, layers=1, tie_word_embeddings=True)
     use_fused_blocks(model)
     buffer = io.BytesIO()
     torch.save(model, buffer)  # the fused classes are made at run time: pickle cannot look them up by name
@@ -146,6 +169,7 @@ def test_a_fused_model_pickles_and_copies_as_a_fused_model():
         assert type(twin.model.layers[0].mlp) is type(model.model.layers[0].mlp)
         assert type(twin.model.norm).__name__ == "FusedLlamaRMSNorm"
         assert twin.model.norm.weight is not model.model.norm.weight
+        assert twin.lm_head._trlx_tie is twin.model.embed_tokens._trlx_tie is not model.lm_head._trlx_tie
         ids = torch.randint(0, 50, (2, 5))
         assert torch.equal(twin(ids).logits, model(ids).logits)
 
@@ -162,3 +186,86 @@ def test_a_hook_on_the_down_projection_still_runs():
     ids = torch.randint(0, 50, (2, 5))
     torch.testing.assert_close(model(ids).logits, reference(ids).logits)
     assert len(calls) == 2
+
+
+def _gradients(model, ids, weights) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    (model(ids).logits * weights).sum().backward()
+    return {n: p.grad for n, p in model.named_parameters()}  # the next zero_grad sets new tensors
+
+
+@pytest.mark.parametrize("onednn", [False, True] if onednn_available() else [False])
+@pytest.mark.parametrize("batch", [3, 4])  # 27 head rows < 32 hidden: its weight gradient is made at the end
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_tied_embedding_and_head_make_one_vocab_sized_gradient(arch, batch, onednn):
+    from conftest import random_gpt2
+
+    plain = random_llama(vocab=3000, layers=1, tie_word_embeddings=True) if arch == "llama" else random_gpt2(3000, 1)
+    plain.get_input_embeddings().padding_idx = 3  # as F.embedding: the padding row gets no gradient from it
+    if onednn:
+        use_onednn_linears(plain)
+    fused = copy.deepcopy(plain)
+    use_fused_blocks(fused)
+    assert type(fused.get_output_embeddings()).__name__ == ("FusedOneDNNLinear" if onednn else "FusedLinear")
+    ids = torch.randint(0, 3000, (batch, 9), generator=torch.Generator().manual_seed(1))
+    ids[0, :4] = 3
+    weights = torch.randn(batch, 9, 3000, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(fused(ids).logits, plain(ids).logits)  # the head's own kernel: bitwise the same
+    grads, allocated = {}, {}
+    for name, model in (("plain", plain), ("fused", fused)):
+        step = functools.partial(
+            lambda name, model: grads.update({name: _gradients(model, ids, weights)}), name, model
+        )
+        allocated[name] = vocab_sized_allocations(step, (3000, 32), exact=True)
+    # autograd: the head's gradient, the embedding's dense one and (unless it can add in place) their sum;
+    # fused: the head's only, which the embedding's rows are added to and .grad takes
+    assert len(allocated["plain"]) >= 2 and len(allocated["fused"]) == 1, allocated
+    grads_p, grads_f = ({n: g.clone() for n, g in grads[name].items()} for name in ("plain", "fused"))
+    for name, grad in grads_p.items():
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    # Gradients accumulate over backward passes as usual (micro-batches), and autograd.grad sees the same total.
+    for model in (plain, fused):
+        for half in (ids[:2], ids[2:]):
+            (model(half).logits * weights[: len(half)]).sum().backward()
+    weight = fused.get_input_embeddings().weight
+    torch.testing.assert_close(weight.grad, plain.get_input_embeddings().weight.grad, rtol=1e-4, atol=1e-4)
+    (grad,) = torch.autograd.grad((fused(ids).logits * weights).sum(), weight)
+    tied = next(n for n, p in plain.named_parameters() if p.shape[0] == 3000)
+    torch.testing.assert_close(grad, grads_p[tied], rtol=1e-4, atol=1e-4)
+
+
+def test_a_tied_head_without_its_embedding_or_under_autocast_trains_as_before():
+    plain = random_llama(vocab=50, layers=1, tie_word_embeddings=True)
+    fused = copy.deepcopy(plain)
+    use_fused_blocks(fused)
+    ids = torch.randint(0, 50, (2, 5))
+    for model in (plain, fused):
+        model.zero_grad(set_to_none=True)
+        embeds = model.get_input_embeddings()(ids).detach()  # the head runs without a linked embedding
+        model(inputs_embeds=embeds).logits.square().sum().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the head falls back; the embedding's own gradient adds
+            model(ids).logits.float().square().sum().backward()
+    torch.testing.assert_close(fused.lm_head.weight.grad, plain.lm_head.weight.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_grouped_query_attention_with_a_padding_mask_runs_in_sdpa_without_repeated_keys():
+    plain = random_llama(vocab=50, layers=2)  # 4 query heads, 2 key/value heads of size 8
+    fused = copy.deepcopy(plain)
+    use_fused_blocks(fused)
+    assert fused.config._attn_implementation == "trlx_cpu_gqa_sdpa" and plain.config._attn_implementation == "sdpa"
+    ids = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = mask[2, :1] = 0  # left padding: transformers then passes a mask and, for SDPA, repeats k and v
+    weights = torch.randn(3, 7, 50, generator=torch.Generator().manual_seed(2))
+    repeated = copy.deepcopy(fused)
+    repeated.set_attn_implementation("sdpa")  # fused blocks, transformers' attention: only the attention differs
+    results = [_run_block(model, ids, weights, attention_mask=mask) for model in (repeated, fused)]
+    (logits_p, grads_p, saved_p), (logits_f, grads_f, saved_f) = results
+    assert torch.equal(logits_f, logits_p)
+    for name, grad in grads_p.items():
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    # SDPA keeps k and v with 2 heads instead of repeated to 4: 2 x (4 - 2) x 8 floats per token and layer
+    assert saved_p - saved_f == 2 * (4 - 2) * 8 * 3 * 7 * 2 * 4
+    # Decoding (one query token) is transformers' own path; greedy generation is unchanged.
+    prompt = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+    assert torch.equal(fused.generate(**prompt), plain.generate(**prompt))
