@@ -180,17 +180,19 @@ def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """`accelerator.unwrap_model(model)`, without importing DeepSpeed on a run that does not use it.
 
     accelerate imports DeepSpeed, when installed, to recognise its engine in any unwrap; with it come mlflow,
-    pandas and pyarrow, ~140 MB of resident memory (a third of what separated W1's peak RSS from half of TRL's)
-    and seconds of start-up. Without DeepSpeed the wrappers are DDP, DataParallel, FSDP and torch.compile's.
+    pandas and pyarrow: ~140 MB of resident memory and seconds of start-up. Without DeepSpeed the wrappers are
+    DDP, DataParallel and FSDP.
     """
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return accelerator.unwrap_model(model)
-    from torch.distributed.fsdp import FullyShardedDataParallel
+    if accelerator.distributed_type == DistributedType.DEEPSPEED or hasattr(model, "_orig_mod"):
+        return accelerator.unwrap_model(
+            model
+        )  # DeepSpeed's engine, or torch.compile's wrapper kept as accelerate does
+    wrappers: tuple[type, ...] = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    if torch.distributed.is_available():
+        from torch.distributed.fsdp import FullyShardedDataParallel
 
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    while isinstance(
-        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel, FullyShardedDataParallel)
-    ):
+        wrappers += (FullyShardedDataParallel,)
+    while isinstance(model, wrappers):
         model = model.module
     return model
 

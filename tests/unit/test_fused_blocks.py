@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import weakref
 from collections.abc import Iterator
 from unittest import mock
 
@@ -241,7 +242,7 @@ def test_a_tied_head_without_its_embedding_or_under_autocast_trains_as_before():
     ids = torch.randint(0, 50, (2, 5))
     for model in (plain, fused):
         model.zero_grad(set_to_none=True)
-        embeds = model.get_input_embeddings()(ids).detach()  # the head runs without a linked embedding
+        embeds = torch.nn.functional.embedding(ids, model.get_input_embeddings().weight).detach()  # head unlinked
         model(inputs_embeds=embeds).logits.square().sum().backward()
         with torch.autocast("cpu", dtype=torch.bfloat16):  # the head falls back; the embedding's own gradient adds
             model(ids).logits.float().square().sum().backward()
@@ -269,3 +270,41 @@ def test_grouped_query_attention_with_a_padding_mask_runs_in_sdpa_without_repeat
     # Decoding (one query token) is transformers' own path; greedy generation is unchanged.
     prompt = dict(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
     assert torch.equal(fused.generate(**prompt), plain.generate(**prompt))
+
+
+def test_a_block_keeps_no_norm_output_alive_and_saves_one_edited_in_place():
+    plain = random_llama(vocab=50, layers=1)
+    fused = copy.deepcopy(plain)
+    use_fused_blocks(fused)
+    ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(1))
+    norms = [fused.model.layers[0].input_layernorm, fused.model.layers[0].post_attention_layernorm]
+    refs = []
+    handles = [norm.register_forward_hook(lambda m, i, out: refs.append(weakref.ref(out))) for norm in norms]
+    logits = fused(ids).logits
+    assert len(refs) == 2 and all(ref() is None for ref in refs)  # the linears after them saved recipes
+    logits.sum().backward()
+    for handle in handles:
+        handle.remove()
+    # A hook that edits a norm's output in place (activation steering): backward must see the edited values, so
+    # that output is saved itself rather than recomputed from the norm's input.
+    grads = []
+    for model in (plain, fused):
+        model.zero_grad(set_to_none=True)
+        model.model.layers[0].post_attention_layernorm.register_forward_hook(lambda m, i, out: out.mul_(3.0))
+        model(ids).logits.square().sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_an_untied_head_takes_its_own_gradient():
+    model = random_llama(vocab=50, layers=1, tie_word_embeddings=True)
+    use_fused_blocks(model)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untied after fusing
+    reference = copy.deepcopy(model)
+    reference.lm_head.__class__, reference.model.embed_tokens.__class__ = torch.nn.Linear, torch.nn.Embedding
+    ids = torch.randint(0, 50, (2, 5))
+    for lm in (model, reference):
+        lm(ids).logits.square().sum().backward()
+    for (name, param), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, ref.grad, msg=name)

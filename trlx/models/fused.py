@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 from contextvars import ContextVar
 from types import CodeType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,16 +89,22 @@ class _NormRecipe:
         return self.output
 
 
-# Norm outputs of the decoder layer now running forward, by storage address, with the output itself: held until
-# the layer returns, so that no other tensor can take its address meanwhile. Set by `_FusedDecoderLayer`.
-_NORM_OUTPUTS: ContextVar[dict[int, tuple[_NormRecipe, Tensor]] | None] = ContextVar("trlx_norm_outputs", default=None)
+class _NormOutput(NamedTuple):
+    recipe: _NormRecipe
+    tensor: Tensor  # held until the layer returns, so that no other tensor can take its address meanwhile
+    version: int  # changed by an in-place edit (a steering hook, say): then the tensor itself is saved
 
 
-def _pack(outputs: dict[int, tuple[_NormRecipe, Tensor]], t: Tensor) -> Any:
-    recipe, out = outputs.get(t.untyped_storage().data_ptr(), (None, None))
-    if recipe is None or out is None or t.dtype != out.dtype:
-        return t
-    return recipe, t.shape, t.stride(), t.storage_offset()  # t is the output or a view of it (a linear's 2-D input)
+# Norm outputs of the decoder layer now running forward, by storage address. Set by `_FusedDecoderLayer`, and
+# emptied when the layer returns: the pack hook lives as long as what it packed, and must not hold them.
+_NORM_OUTPUTS: ContextVar[dict[int, _NormOutput] | None] = ContextVar("trlx_norm_outputs", default=None)
+
+
+def _pack(outputs: dict[int, _NormOutput], t: Tensor) -> Any:
+    known = outputs.get(t.untyped_storage().data_ptr())
+    if known is None or t.dtype != known.tensor.dtype or t._version != known.version:
+        return t.detach()  # detached: a saved output returned as itself would make a cycle through its grad_fn
+    return known.recipe, t.shape, t.stride(), t.storage_offset()  # the output or a view of it (a linear's input)
 
 
 def _unpack(packed: Any) -> Tensor:
@@ -177,7 +183,8 @@ class _FusedRMSNorm(_Fused):
         out, rstd = _RMSNormFn.apply(hidden_states, self.weight, self.variance_epsilon)
         outputs = _NORM_OUTPUTS.get()
         if outputs is not None and out.requires_grad:
-            outputs[out.untyped_storage().data_ptr()] = (_NormRecipe(hidden_states, self.weight, rstd), out)
+            recipe = _NormRecipe(hidden_states, self.weight, rstd)
+            outputs[out.untyped_storage().data_ptr()] = _NormOutput(recipe, out, out._version)
         return out
 
 
@@ -191,13 +198,14 @@ class _FusedDecoderLayer(_Fused):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled() or (self.gradient_checkpointing and self.training):
             return super().forward(*args, **kwargs)  # type: ignore[misc]
-        outputs: dict[int, tuple[_NormRecipe, Tensor]] = {}
+        outputs: dict[int, _NormOutput] = {}
         token = _NORM_OUTPUTS.set(outputs)
         try:
             with torch.autograd.graph.saved_tensors_hooks(functools.partial(_pack, outputs), _unpack):
                 return super().forward(*args, **kwargs)  # type: ignore[misc]
         finally:
             _NORM_OUTPUTS.reset(token)
+            outputs.clear()
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -313,7 +321,7 @@ class _Tie:
     """Shared by a tied embedding and head: the link of the latest training forward, until the head takes it."""
 
     def __init__(self) -> None:
-        self.pending: tuple[Tensor, _HeadGrad] | None = None
+        self.pending: tuple[Tensor, _HeadGrad, Tensor] | None = None  # (link, box, the embedding's weight)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"pending": None}  # a link belongs to one forward's graph: never copied or pickled
@@ -336,7 +344,7 @@ class _FusedTiedEmbedding(_Fused):
             return super().forward(ids)  # type: ignore[misc]
         box = _HeadGrad()
         out, link = _TiedEmbeddingFn.apply(ids, self.weight, self.padding_idx, box)
-        self._trlx_tie.pending = (link, box)
+        self._trlx_tie.pending = (link, box, self.weight)
         return out
 
 
@@ -348,9 +356,11 @@ class _FusedTiedHead(_Fused):
 
     def forward(self, x: Tensor) -> Tensor:
         pending, self._trlx_tie.pending = self._trlx_tie.pending, None
-        if pending is None or not _trains_in_fp32(self.weight) or x.dtype != self.weight.dtype:
+        if pending is None or pending[2] is not self.weight or not _trains_in_fp32(self.weight):
+            return super().forward(x)  # type: ignore[misc]  # (untied since, or not training in fp32)
+        if x.dtype != self.weight.dtype:
             return super().forward(x)  # type: ignore[misc]
-        link, box = pending
+        link, box, _ = pending
         return _TiedHeadFn.apply(x, self.weight, link, box, isinstance(self, OneDNNLinear) and x.device.type == "cpu")
 
 
@@ -383,6 +393,7 @@ def _tie_embedding_and_head(module: nn.Module) -> int:
 
 
 GQA_SDPA = "trlx_cpu_gqa_sdpa"
+SDPA_TAKES_GQA = torch.__version__ >= (2, 5)  # SDPA's enable_gqa came with torch 2.5 (a TorchVersion compares)
 
 
 def _cpu_gqa_sdpa(
@@ -409,6 +420,7 @@ def _cpu_gqa_sdpa(
         or query.device.type != "cpu"
         or query.shape[2] == 1
         or kwargs.get("position_bias") is not None
+        or kwargs.get("softcap") is not None
         or (attention_mask is None and key.shape[2] != query.shape[2])
     ):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
@@ -433,7 +445,12 @@ AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
 def _use_gqa_sdpa(module: nn.Module) -> int:
     """Switch a transformers model that uses SDPA with grouped-query attention to `_cpu_gqa_sdpa`."""
     config = getattr(module, "config", None)
-    if not isinstance(module, PreTrainedModel) or getattr(config, "_attn_implementation", None) != "sdpa":
+    if (
+        not SDPA_TAKES_GQA
+        or not isinstance(module, PreTrainedModel)
+        or not getattr(module, "_supports_attention_backend", False)  # code that may test for "sdpa" by name
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+    ):
         return 0
     text = config.get_text_config()
     heads, kv_heads = getattr(text, "num_attention_heads", None), getattr(text, "num_key_value_heads", None)
