@@ -171,7 +171,7 @@ class TrainConfig:
         "heap trimming) instead of faulting in fresh zeroed pages for the tensors every step allocates anew: ~20% "
         "faster PPO steps on CPU, peak RSS a few percent higher. `compact`: the other way, every block of 1 MiB "
         "or more mapped on its own and returned when freed, so the heap cannot fragment: least peak RSS (W1 full "
-        "model: 3.7 instead of 4.1 GiB) for ~30% slower steps. Process-wide (`trlx.memory`).",
+        "model: 3.2 instead of 3.5 GiB) for ~15% slower steps. Process-wide (`trlx.memory`).",
         True,
     )
     onednn_linear: bool | Literal["auto"] = doc(

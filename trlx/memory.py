@@ -14,7 +14,7 @@ the optimizer step), temporaries, and (B, R, V) and (V, H) blocks of 48-108 MiB.
 model) showed the heap growing ~0.6 GiB past its largest live set in the first two steps, mostly where a 48
 or 108 MiB block found no hole large enough. `compact` is the opposite trade: every block of 1 MiB or more is
 its own mapping, returned to the kernel when freed, so the heap holds only small blocks and cannot fragment;
-the pages of every large tensor fault in anew (W1 full: peak RSS 3.7 instead of 4.1 GiB, ~30% slower steps).
+the pages of every large tensor fault in anew (W1 full: peak RSS 3.2 instead of 3.5 GiB, ~15% slower steps).
 """
 
 from __future__ import annotations
