@@ -27,6 +27,7 @@ from common import PROMPTS, report  # noqa: E402
 from trlx.data.default_configs import default_ppo_config  # noqa: E402
 from trlx.rewards.scoring import compute_scores  # noqa: E402
 from trlx.rollout.scoring import score_response  # noqa: E402
+from trlx.trainers.common import unwrapped_policy  # noqa: E402
 from trlx.trlx import make_trainer  # noqa: E402
 
 
@@ -89,9 +90,7 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
             generation.response_ids.to(dev),
             generation.response_mask.to(dev),
         )
-        from trlx.distributed import unwrap
-
-        policy = unwrap(trainer.accelerator, trainer.policy)
+        policy = unwrapped_policy(trainer)
         with torch.no_grad():
             _, t_pol = timed(score_response, policy, *args)
             _, t_ref = timed(score_response, trainer.reference.forward_fn(), *args)
@@ -104,9 +103,7 @@ def bench(name: str, model_path: Path, batch: int, new_tokens: int, repeats: int
                 phases[key].append(value)
     med = {k: statistics.median(v) for k, v in phases.items()}
     tokens = batch * new_tokens
-    from trlx.distributed import unwrap
-
-    params = sum(p.numel() for p in unwrap(trainer.accelerator, trainer.policy).parameters())
+    params = sum(p.numel() for p in unwrapped_policy(trainer).parameters())
     result = {
         "model": name,
         "params_m": params / 1e6,

@@ -55,6 +55,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     from trlx.data.default_configs import default_ppo_config
     from trlx.models.gguf import smollm2_135m
     from trlx.models.reference import owned_parameters
+    from trlx.trainers.common import unwrapped_policy
     from trlx.trlx import make_trainer
 
     model_path = smollm2_135m()
@@ -90,9 +91,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     rss_setup = peak_rss_mib()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    from trlx.distributed import unwrap
-
-    policy_lm = unwrap(trainer.accelerator, trainer.policy).lm
+    policy_lm = unwrapped_policy(trainer).lm
     reference_model = getattr(trainer.reference, "model", policy_lm)  # lora: the policy itself
     rollout_times, update_times, first_kl = [], [], None
     for i in range(args.iterations + 1):

@@ -231,6 +231,8 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
     import torch
 
     torch.set_num_threads(threads)
+    from trlx.models.onednn import OneDNNLinear
+    from trlx.trainers.common import unwrapped_policy
     from trlx.trlx import make_trainer
 
     prompts = json.loads(Path(prompts_file).read_text())[:PROMPT_POOL]
@@ -280,11 +282,7 @@ def run_variant(model_path: str, variant: str, iters: int, prompts_file: str, th
                 f"{rows[-1]['mean_reward']:.3f}",
                 flush=True,
             )
-        from trlx.distributed import unwrap
-
-        lm = unwrap(trainer.accelerator, trainer.policy).lm
-        from trlx.models.onednn import OneDNNLinear
-
+        lm = unwrapped_policy(trainer).lm
         linears = "oneDNN" if any(isinstance(m, OneDNNLinear) for m in lm.modules()) else "torch BLAS"
         steady = rows[2:] if len(rows) >= 3 else rows
         median_width = statistics.median(r["prompt_width"] for r in steady)

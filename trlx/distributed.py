@@ -184,9 +184,8 @@ def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     DDP, DataParallel and FSDP.
     """
     if accelerator.distributed_type == DistributedType.DEEPSPEED or hasattr(model, "_orig_mod"):
-        return accelerator.unwrap_model(
-            model
-        )  # DeepSpeed's engine, or torch.compile's wrapper kept as accelerate does
+        # DeepSpeed's engine, or torch.compile's wrapper, which accelerate keeps
+        return accelerator.unwrap_model(model)
     wrappers: tuple[type, ...] = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
     if torch.distributed.is_available():
         from torch.distributed.fsdp import FullyShardedDataParallel

@@ -156,11 +156,14 @@ class _LogprobsAndEntropy(torch.autograd.Function):
     def forward(ctx, logits: Tensor, labels: Tensor, banned: Tensor | None) -> tuple[Tensor, Tensor]:
         # logsumexp by hand, so that its exp(x - max) is the one (B, T, V) buffer the entropy needs as well.
         # Banned tokens are -inf in that buffer only; the logits themselves are left as they are.
-        masked = logits if banned is None else logits.masked_fill(banned, float("-inf"))
-        peak = masked.amax(dim=-1, keepdim=True)  # (B, T, 1), finite: a row keeps at least its label's token
-        unnormalised = masked.sub_(peak) if banned is not None else logits - peak
+        if banned is None:
+            peak = logits.amax(dim=-1, keepdim=True)  # (B, T, 1), finite: a row keeps at least its label's token
+            unnormalised = logits - peak
+        else:
+            unnormalised = logits.masked_fill(banned, float("-inf"))
+            peak = unnormalised.amax(dim=-1, keepdim=True)
+            unnormalised.sub_(peak)
         unnormalised.exp_()  # (B, T, V): softmax times `total`
-        del masked
         total = unnormalised.sum(dim=-1, keepdim=True)  # (B, T, 1)
         lse = (peak + total.log()).squeeze(-1)  # (B, T)
         logprobs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - lse

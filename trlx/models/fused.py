@@ -153,6 +153,14 @@ def _fast_path(x: Tensor, weight: Tensor) -> bool:
     return x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
 
 
+_PLAIN_LINEARS = (nn.Linear, OneDNNLinear)  # layers whose weight the fused functions may multiply by themselves
+
+
+def _on_onednn(layer: nn.Module, x: Tensor) -> bool:
+    """Whether `layer` (one of `_PLAIN_LINEARS`) computes `x` with oneDNN, so a fused function must as well."""
+    return isinstance(layer, OneDNNLinear) and x.device.type == "cpu"
+
+
 class _Fused:
     """What the fused mixins share: pickling as the plain module, fused again on load (the fused classes are
     made at run time, so pickle could not find them by name; `torch.save(model)` and `copy.deepcopy` use this)."""
@@ -225,10 +233,9 @@ class _FusedSwiGLU(_Fused):
         down = self.down_proj
         # The fast path uses down_proj's weight without calling it, so a hook on it (a probe, an adapter) would
         # silently not run: such a layer takes the original forward, as does anything but a plain linear layer.
-        if type(down) not in (nn.Linear, OneDNNLinear) or _has_hooks(down) or not _fast_path(x, down.weight):
+        if type(down) not in _PLAIN_LINEARS or _has_hooks(down) or not _fast_path(x, down.weight):
             return super().forward(x)  # type: ignore[misc]
-        onednn = type(down) is OneDNNLinear and x.device.type == "cpu"
-        return _SwiGLUDownFn.apply(self.gate_proj(x), self.up_proj(x), down.weight, down.bias, onednn)
+        return _SwiGLUDownFn.apply(self.gate_proj(x), self.up_proj(x), down.weight, down.bias, _on_onednn(down, x))
 
 
 class _HeadGrad:
@@ -356,12 +363,12 @@ class _FusedTiedHead(_Fused):
 
     def forward(self, x: Tensor) -> Tensor:
         pending, self._trlx_tie.pending = self._trlx_tie.pending, None
-        if pending is None or pending[2] is not self.weight or not _trains_in_fp32(self.weight):
-            return super().forward(x)  # type: ignore[misc]  # (untied since, or not training in fp32)
-        if x.dtype != self.weight.dtype:
+        # No linked embedding, untied since, or not training in fp32: the head's own forward.
+        linked = pending is not None and pending[2] is self.weight
+        if not linked or not _trains_in_fp32(self.weight) or x.dtype != self.weight.dtype:
             return super().forward(x)  # type: ignore[misc]
         link, box, _ = pending
-        return _TiedHeadFn.apply(x, self.weight, link, box, isinstance(self, OneDNNLinear) and x.device.type == "cpu")
+        return _TiedHeadFn.apply(x, self.weight, link, box, _on_onednn(self, x))
 
 
 def _tie_embedding_and_head(module: nn.Module) -> int:
@@ -377,7 +384,7 @@ def _tie_embedding_and_head(module: nn.Module) -> int:
         return 0
     if not (
         type(embedding) is nn.Embedding
-        and type(head) in (nn.Linear, OneDNNLinear)
+        and type(head) in _PLAIN_LINEARS
         and head.bias is None
         and embedding.weight is head.weight
         and embedding.max_norm is None
@@ -488,14 +495,15 @@ def _mixin_for(module: nn.Module) -> type | None:
 
 
 def use_fused_blocks(*modules: nn.Module | None) -> int:
-    """Switch every Llama-style RMSNorm and SwiGLU MLP inside `modules` to its fused twin (in place, by class);
-    returns how many were switched."""
+    """Switch every Llama-style RMSNorm, SwiGLU MLP and decoder layer inside `modules` to its fused twin, a tied
+    embedding and LM head to `_FusedTiedEmbedding`/`_FusedTiedHead` (in place, by class), and a grouped-query
+    SDPA model to `_cpu_gqa_sdpa`; returns how many were switched."""
     switched = 0
     for module in modules:
         for sub in [] if module is None else list(module.modules()):
             mixin = _mixin_for(sub)
             if mixin is not None:
-                sub.__class__ = _fused_class(type(sub), mixin)
+                _fuse(sub, mixin)
                 switched += 1
             switched += _tie_embedding_and_head(sub) + _use_gqa_sdpa(sub)
     return switched

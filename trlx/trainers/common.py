@@ -93,7 +93,7 @@ def sample(trainer: Trainer, batch: PromptBatch, trunk: Any = None, values: bool
     gathering sharded parameters for generation; `values`: record the value head's V(s_t) too."""
     trainer.policy.eval()  # gradient checkpointing is active only in train mode and would disable the KV cache
     accelerator = trainer.accelerator
-    policy = unwrap(accelerator, trainer.policy)
+    policy = unwrapped_policy(trainer)
     value_head = policy.value_head if values else None
     with full_params_for_generation(accelerator, trainer.policy) as synced, accelerator.autocast():
         all_finished = (lambda done: not any_process(accelerator, not done)) if synced else None

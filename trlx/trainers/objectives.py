@@ -25,9 +25,9 @@ from trlx.algorithms.sft import sft_loss
 from trlx.config import PPOConfig
 from trlx.data.prompts import position_ids_from_mask
 from trlx.data.samples import SequenceBatch, TokenizedExample, collate
-from trlx.distributed import unwrap
 from trlx.models.trunk import FrozenTrunk
 from trlx.rollout.scoring import ForwardFn, score_response
+from trlx.trainers import common
 
 
 def sequence_logprobs(forward: ForwardFn, batch: SequenceBatch) -> Tensor:
@@ -273,7 +273,7 @@ class ILQLObjective:
     def end_step(self, trainer: Any, step: int) -> None:
         """Polyak-average the target Q heads towards the Q heads every steps_for_target_q_sync steps (trlX's)."""
         if step % self.method.steps_for_target_q_sync == 0:
-            heads = unwrap(trainer.accelerator, trainer.policy).ilql_heads
+            heads = common.unwrapped_policy(trainer).ilql_heads
             sync_target_heads(heads.q_heads, heads.target_q_heads, self.method.alpha)
 
     def loss(self, policy: Any, micro: ILQLBatch, total: Tensor) -> tuple[Tensor, dict[str, float], float]:

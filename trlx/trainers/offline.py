@@ -26,7 +26,6 @@ from transformers import PreTrainedTokenizerBase
 from trlx.checkpoint import checkpoint_name
 from trlx.config import TRLConfig
 from trlx.data.prompts import PromptPipeline
-from trlx.distributed import unwrap
 from trlx.faults import FaultCounter, StopOnSignal
 from trlx.logging import progress_bar, progress_enabled
 from trlx.models.policy import PolicyWithValueHead, model_eos_ids
@@ -176,7 +175,7 @@ class OfflineTrainer:
         self.reward_fn, self.metric_fn = reward_fn, metric_fn
         self.stop_sequences = list(stop_sequences)
         self.policy, self.optimizer, self.scheduler = common.prepare(config, self.accelerator, policy)
-        lm = unwrap(self.accelerator, self.policy).lm
+        lm = common.unwrapped_policy(self).lm
         eos_ids = model_eos_ids(tokenizer, lm)
         self.sampling = SamplingParams.from_gen_kwargs(config.method.gen_kwargs, eos_ids, tokenizer.pad_token_id)
         batches = LengthGroupedBatches(

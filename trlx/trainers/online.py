@@ -132,13 +132,13 @@ class OnlineTrainer:
         # Prepared by accelerate, with the fast CPU kernels (train.onednn_linear, fused_blocks), as offline.
         self.policy, self.optimizer, self.scheduler = common.prepare(config, self.accelerator, policy)
         # In the policy's device and dtype (DeepSpeed casts the policy itself to bf16/fp16).
-        policy_dtype = next(unwrap(self.accelerator, self.policy).parameters()).dtype
+        policy_dtype = next(common.unwrapped_policy(self).parameters()).dtype
         self.reference = None if reference is None else reference.to(self.accelerator.device, policy_dtype)
         # A frozen copy's or hydra's own layers (`.model`); the lora reference is the policy itself.
         fast_cpu_kernels(config.train, self.accelerator, getattr(self.reference, "model", None))
 
         method = config.method
-        lm = unwrap(self.accelerator, self.policy).lm
+        lm = common.unwrapped_policy(self).lm
         eos_ids = model_eos_ids(tokenizer, lm)
         if train_prompts.is_chat or (eval_prompts is not None and eval_prompts.is_chat):
             eos_ids = merge_eos_ids(eos_ids, end_of_turn_ids(tokenizer))  # the assistant's turn ends the response
@@ -415,7 +415,7 @@ class OnlineTrainer:
             scores = scores + penalty
             dense = None if dense is None else dense + place_scores(penalty, mask).to(dense.dtype)
         batch = self.score(generation, from_sampling=reuse)
-        critic = unwrap(self.accelerator, self.policy).value_head is not None
+        critic = common.unwrapped_policy(self).value_head is not None
         gap = None if reuse else sampling_gap(generation, batch, critic)
         problem = problem or nonfinite(
             {"logprobs": batch.logprobs, "ref_logprobs": batch.ref_logprobs, "values": batch.values},
@@ -442,7 +442,7 @@ class OnlineTrainer:
         # Under FSDP only the root's forward gathers the root's parameters; elsewhere the bare module avoids
         # DDP's per-forward buffer broadcast (a collective) outside the update.
         fsdp = self.accelerator.distributed_type == DistributedType.FSDP
-        policy = self.policy if fsdp else unwrap(self.accelerator, self.policy)
+        policy = self.policy if fsdp else common.unwrapped_policy(self)
         args = (query_ids, query_mask, response_ids, response_mask)
         with self.replaying_trunk(generation.trunk):  # the hydra reference shares the trunk: replayed for both
             if from_sampling:
